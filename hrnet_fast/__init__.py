@@ -1,0 +1,14 @@
+"""hrnet_fast: fused multi-resolution exchange kernels for HRNet.
+
+Example:
+    >>> import torch, hrnet_fast
+    >>> x0, x1 = torch.randn(1, 18, 64, 48), torch.randn(1, 18, 32, 24)
+    >>> hrnet_fast.exchange([x0, x1]).shape
+    torch.Size([1, 18, 64, 48])
+"""
+from . import reference
+from ._ext import build_info
+from .ops import backends, exchange
+
+__all__ = ["exchange", "reference", "backends", "build_info"]
+__version__ = "0.1.0"

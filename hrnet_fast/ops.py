@@ -1,0 +1,332 @@
+"""Public functional API: `exchange`, backend choice, and the autograd / fake
+registrations of the C++ ops.
+
+Every backend computes the same thing (see hrnet_fast.reference):
+
+    y = act( sum_k interp(inputs[k] * scales[k] + shifts[k], size)
+             + sum_m conv2d(a_m, w_m, b_m, stride=2, padding=1) )
+
+The wrapper validates arguments once, turns the optional per-input affines
+into dense (K, C) tensors (identity rows are ones / zeros: multiplying by one
+is free in a memory-bound kernel and keeps the op schema and its autograd
+simple), and calls one registered op.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import reference as _reference
+from ._ext import extension as _extension
+from ._ext import import_error as _import_error
+
+MODES = ("nearest", "bilinear")
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+ConvTerm = Tuple[Tensor, Tensor, Optional[Tensor]]
+
+# Fixed at import: TRITON_INTERPRET only takes effect if set before triton is
+# imported, and constants keep `exchange` traceable by torch.compile.
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_C = _extension()
+
+# Preference among the GPU backends for backend="auto" on CUDA tensors.
+AUTO_CUDA_ORDER = ("triton", "cuda")
+
+
+def backends() -> Dict[str, bool]:
+    """Which backends can run now.
+
+    Example:
+        >>> import hrnet_fast
+        >>> hrnet_fast.backends()["reference"]
+        True
+    """
+    cuda_ok = torch.cuda.is_available()
+    return {
+        "reference": True,
+        "cpu": _C is not None,
+        "cuda": _C is not None and bool(_C.cuda_compiled) and cuda_ok,
+        "triton": _HAS_TRITON and (cuda_ok or _TRITON_INTERPRET),
+    }
+
+
+def _unavailable_reason(backend: str) -> str:
+    if backend in ("cpu", "cuda") and _C is None:
+        return f"the C++ extension hrnet_fast._C is not built or failed to load ({_import_error()!r})"
+    if backend == "cuda" and not _C.cuda_compiled:
+        return "hrnet_fast._C was built without CUDA (no nvcc or CPU-only torch at build time)"
+    if backend == "triton" and not _HAS_TRITON:
+        return "triton is not installed"
+    return "no CUDA device is available" + (" (set TRITON_INTERPRET=1 before importing triton to run "
+                                            "Triton kernels on CPU tensors)" if backend == "triton" else "")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend `exchange` uses for tensors on `device`."""
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"hrnet_fast.exchange: unknown backend {backend!r}; expected one of "
+                         f"{('auto',) + BACKENDS}")
+    available = backends()
+    if backend == "auto":
+        if device.type == "cuda":
+            for name in AUTO_CUDA_ORDER:
+                if available[name]:
+                    return name
+            return "reference"
+        return "cpu" if device.type == "cpu" and available["cpu"] else "reference"
+    if not available[backend]:
+        raise RuntimeError(f"hrnet_fast.exchange: backend {backend!r} is unavailable: "
+                           f"{_unavailable_reason(backend)}")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"hrnet_fast.exchange: backend 'cpu' needs CPU tensors, got {device}")
+    if backend == "cuda" and device.type != "cuda":
+        raise ValueError(f"hrnet_fast.exchange: backend 'cuda' needs CUDA tensors, got {device}")
+    if backend == "triton" and device.type != "cuda" and not (_TRITON_INTERPRET and device.type == "cpu"):
+        raise ValueError(f"hrnet_fast.exchange: backend 'triton' needs CUDA tensors (or CPU tensors under "
+                         f"TRITON_INTERPRET=1), got {device}")
+    return backend
+
+
+def _check_inputs(inputs: Sequence[Tensor], size) -> Tuple[List[Tensor], Tuple[int, int]]:
+    if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
+        raise TypeError("hrnet_fast.exchange: inputs must be a list or tuple of tensors")
+    inputs = list(inputs)
+    if len(inputs) == 0:
+        raise ValueError("hrnet_fast.exchange: needs at least one input")
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"hrnet_fast.exchange: inputs[{k}] is {type(x).__name__}, not a Tensor")
+        if x.dim() != 4:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] must be 4-D (N, C, H, W), got shape "
+                             f"{tuple(x.shape)}")
+    x0 = inputs[0]
+    if not x0.is_floating_point():
+        raise TypeError(f"hrnet_fast.exchange: inputs must be floating point, got {x0.dtype}")
+    for k, x in enumerate(inputs[1:], start=1):
+        if x.shape[0] != x0.shape[0] or x.shape[1] != x0.shape[1]:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] has (N, C) = {tuple(x.shape[:2])} but "
+                             f"inputs[0] has {tuple(x0.shape[:2])}")
+        if x.dtype != x0.dtype:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] is {x.dtype} but inputs[0] is {x0.dtype}")
+        if x.device != x0.device:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] is on {x.device} but inputs[0] is on "
+                             f"{x0.device}")
+    if size is None:
+        out_h, out_w = x0.shape[-2], x0.shape[-1]
+    else:
+        if len(size) != 2:
+            raise ValueError(f"hrnet_fast.exchange: size must be (H, W), got {size!r}")
+        out_h, out_w = size
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"hrnet_fast.exchange: size must be positive, got {tuple(size)}")
+    for k, x in enumerate(inputs):
+        if x.shape[-2] > out_h or x.shape[-1] > out_w:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] is {x.shape[-2]}x{x.shape[-1]}, larger than "
+                             f"the output size {out_h}x{out_w}")
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValueError(f"hrnet_fast.exchange: inputs[{k}] has an empty spatial size "
+                             f"{tuple(x.shape[-2:])}")
+    return inputs, (out_h, out_w)
+
+
+def param_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the dense affine: float64 for float64 inputs, else float32
+    (half-precision inputs still scale and accumulate in float32)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dense_affine(values, name: str, count: int, channels: int, fill: float, like: Tensor) -> Tensor:
+    dtype = param_dtype(like.dtype)
+    if values is None:
+        return torch.full((count, channels), fill, dtype=dtype, device=like.device)
+    if isinstance(values, Tensor) or not isinstance(values, (list, tuple)):
+        raise TypeError(f"hrnet_fast.exchange: {name} must be None or a list with one entry per input")
+    if len(values) != count:
+        raise ValueError(f"hrnet_fast.exchange: {name} has {len(values)} entries for {count} inputs")
+    rows = []
+    for k, v in enumerate(values):
+        if v is None:
+            rows.append(torch.full((channels,), fill, dtype=dtype, device=like.device))
+            continue
+        if not isinstance(v, Tensor):
+            raise TypeError(f"hrnet_fast.exchange: {name}[{k}] is {type(v).__name__}, not a Tensor or None")
+        if tuple(v.shape) != (channels,):
+            raise ValueError(f"hrnet_fast.exchange: {name}[{k}] must have shape ({channels},), got "
+                             f"{tuple(v.shape)}")
+        if v.device != like.device:
+            raise ValueError(f"hrnet_fast.exchange: {name}[{k}] is on {v.device} but the inputs are on "
+                             f"{like.device}")
+        rows.append(v.to(dtype))
+    return torch.stack(rows)
+
+
+def _check_convs(convs: Sequence[ConvTerm], x0: Tensor, size: Tuple[int, int]) -> List[ConvTerm]:
+    if isinstance(convs, Tensor) or not isinstance(convs, (list, tuple)):
+        raise TypeError("hrnet_fast.exchange: convs must be a list of (a, weight, bias) triples")
+    out = []
+    for m, term in enumerate(convs):
+        if not isinstance(term, (list, tuple)) or len(term) != 3:
+            raise TypeError(f"hrnet_fast.exchange: convs[{m}] must be an (a, weight, bias) triple")
+        a, w, b = term
+        if not isinstance(a, Tensor) or a.dim() != 4:
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] input must be a 4-D tensor")
+        if not isinstance(w, Tensor) or w.dim() != 4 or tuple(w.shape[2:]) != (3, 3):
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] weight must be (C_out, C_in, 3, 3), got "
+                             f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
+        if w.shape[0] != x0.shape[1] or w.shape[1] != a.shape[1]:
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] weight {tuple(w.shape)} does not map "
+                             f"{a.shape[1]} input channels to the output's {x0.shape[1]}")
+        if b is not None and (not isinstance(b, Tensor) or tuple(b.shape) != (x0.shape[1],)):
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] bias must be None or ({x0.shape[1]},)")
+        if a.shape[0] != x0.shape[0] or a.dtype != x0.dtype or a.device != x0.device:
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] input must match inputs[0] in N, dtype and "
+                             f"device")
+        landed = ((a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1)
+        if landed != tuple(size):
+            raise ValueError(f"hrnet_fast.exchange: convs[{m}] input {a.shape[-2]}x{a.shape[-1]} lands on "
+                             f"{landed[0]}x{landed[1]} after a stride-2 conv, not on the output size "
+                             f"{size[0]}x{size[1]}")
+        out.append((a, w, b))
+    return out
+
+
+# Backends with a one-pass conv kernel register it here (name -> callable
+# taking the dense arguments plus the conv terms); the others get the conv
+# terms as extra same-size inputs whose shift is the bias.
+_CONV_KERNELS: Dict[str, Callable] = {}
+
+
+def exchange(
+    inputs: Sequence[Tensor],
+    scales: Optional[Sequence[Optional[Tensor]]] = None,
+    shifts: Optional[Sequence[Optional[Tensor]]] = None,
+    *,
+    convs: Sequence[ConvTerm] = (),
+    size: Optional[Tuple[int, int]] = None,
+    mode: str = "nearest",
+    align_corners: bool = False,
+    relu: bool = True,
+    backend: str = "auto",
+) -> Tensor:
+    """Fused HRNet exchange: affine, upsample to `size`, stride-2 conv terms,
+    sum and ReLU in one kernel.
+
+    Args:
+        inputs: tensors (N, C, h_k, w_k) with the same N, C, dtype and device;
+            each h_k x w_k no larger than `size`, which defaults to inputs[0]'s.
+        scales, shifts: None, or one entry per input, each None or a (C,)
+            tensor (a folded BatchNorm: y = x * scale + shift).
+        convs: (a, weight, bias) triples adding conv2d(a, weight, bias,
+            stride=2, padding=1), whose output must be `size`.
+        mode: "nearest" or "bilinear" (size-based, as F.interpolate(size=...)).
+        align_corners: for bilinear, as in F.interpolate.
+        relu: apply ReLU to the sum.
+        backend: "auto", "reference", "cpu", "cuda" or "triton".
+
+    Example:
+        >>> import torch, hrnet_fast
+        >>> x0, x1 = torch.randn(2, 8, 15, 9), torch.randn(2, 8, 8, 5)
+        >>> s, b = torch.rand(8) + 0.5, torch.randn(8)
+        >>> y = hrnet_fast.exchange([x0, x1], [None, s], [None, b], mode="bilinear")
+        >>> torch.allclose(y, hrnet_fast.reference([x0, x1], [None, s], [None, b], mode="bilinear"), atol=1e-5)
+        True
+    """
+    inputs, (out_h, out_w) = _check_inputs(inputs, size)
+    if mode not in MODES:
+        raise ValueError(f"hrnet_fast.exchange: mode must be one of {MODES}, got {mode!r}")
+    align_corners = bool(align_corners) and mode == "bilinear"
+    x0 = inputs[0]
+    convs = _check_convs(convs, x0, (out_h, out_w))
+    backend = resolve_backend(backend, x0.device)
+    if backend == "reference":
+        return _reference.exchange(inputs, scales, shifts, convs=convs, size=(out_h, out_w), mode=mode,
+                                   align_corners=align_corners, relu=relu)
+    channels = x0.shape[1]
+    dense_scales = _dense_affine(scales, "scales", len(inputs), channels, 1.0, x0)
+    dense_shifts = _dense_affine(shifts, "shifts", len(inputs), channels, 0.0, x0)
+    if convs and backend in _CONV_KERNELS:
+        return _CONV_KERNELS[backend](inputs, dense_scales, dense_shifts, convs, [out_h, out_w], mode,
+                                      align_corners, relu)
+    if convs:
+        # The convolution runs as a library call (oneDNN / cuDNN) and its
+        # output joins the fused sum as one more same-size input.
+        ones = torch.ones((len(convs), channels), dtype=dense_scales.dtype, device=x0.device)
+        biases = torch.stack([torch.zeros(channels, dtype=dense_shifts.dtype, device=x0.device) if b is None
+                              else b.to(dense_shifts.dtype) for _, _, b in convs])
+        inputs = inputs + [F.conv2d(a, w.to(a.dtype), None, stride=2, padding=1) for a, w, _ in convs]
+        dense_scales = torch.cat([dense_scales, ones])
+        dense_shifts = torch.cat([dense_shifts, biases])
+    return _KERNELS[backend](inputs, dense_scales, dense_shifts, [out_h, out_w], mode, align_corners, relu)
+
+
+def _native(inputs, scales, shifts, size, mode, align_corners, relu):
+    return torch.ops.hrnet_fast.exchange(inputs, scales, shifts, size, mode, align_corners, relu)
+
+
+def _triton(inputs, scales, shifts, size, mode, align_corners, relu):
+    from . import triton as _triton_backend  # imported on first use: importing triton is slow
+
+    return _triton_backend.exchange(inputs, scales, shifts, size, mode, align_corners, relu)
+
+
+_KERNELS: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton}
+
+
+# ---------------------------------------------------------------------------
+# Fake kernels and autograd of the C++ ops (schemas in csrc/ops.cpp).
+# ---------------------------------------------------------------------------
+
+def follow_format(t: Tensor) -> torch.memory_format:
+    """Memory format of a result that follows `t`; the same rule as the C++
+    output_format(), so fake and real strides agree."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def exchange_fake(inputs, scales, shifts, size, mode, align_corners, relu):
+    x0 = inputs[0]
+    return torch.empty((x0.shape[0], x0.shape[1], size[0], size[1]), dtype=x0.dtype, device=x0.device,
+                       memory_format=follow_format(x0))
+
+
+def exchange_backward_fake(grad_out, out, inputs, scales, mode, align_corners, relu):
+    grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=follow_format(x)) for x in inputs]
+    return grads, torch.empty_like(scales, memory_format=torch.contiguous_format), \
+        torch.empty_like(scales, memory_format=torch.contiguous_format)
+
+
+def setup_exchange_context(ctx, inputs, output):
+    tensors, scales, _shifts, _size, mode, align_corners, relu = inputs
+    ctx.save_for_backward(output, scales, *tensors)
+    ctx.options = (mode, align_corners, relu)
+
+
+def make_exchange_backward(backward_op):
+    """Autograd formula shared by every backend whose forward has the
+    `exchange` schema: `backward_op` has the `exchange_backward` schema."""
+
+    def backward(ctx, grad):
+        output, scales, *tensors = ctx.saved_tensors
+        mode, align_corners, relu = ctx.options
+        grad_inputs, grad_scales, grad_shifts = backward_op(grad, output, tensors, scales, mode, align_corners,
+                                                            relu)
+        return list(grad_inputs), grad_scales, grad_shifts, None, None, None, None
+
+    return backward
+
+
+if _C is not None:
+    torch.library.register_fake("hrnet_fast::exchange")(exchange_fake)
+    torch.library.register_fake("hrnet_fast::exchange_backward")(exchange_backward_fake)
+    torch.library.register_autograd(
+        "hrnet_fast::exchange",
+        make_exchange_backward(torch.ops.hrnet_fast.exchange_backward),
+        setup_context=setup_exchange_context,
+    )

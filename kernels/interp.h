@@ -1,0 +1,165 @@
+// Index math for size-based nearest / bilinear interpolation and its adjoint.
+//
+// Framework-free and usable from host and device code: the CPU backend, the
+// CUDA kernels and the CTest unit tests all include this header, so the
+// backends cannot disagree about which source pixels an output pixel reads.
+//
+// The forward formulas reproduce ATen's (aten/src/ATen/native/UpSample.h) for
+// F.interpolate(size=...) with scale_factor=None: nearest uses a float scale
+// in/out with the exact shortcuts ATen takes, bilinear computes the source
+// coordinate in the accumulation type T (float for float/half/bfloat16,
+// double for double) exactly as area_pixel_compute_source_index does.
+//
+// Interpolation is separable, so everything here is one-dimensional: an
+// output pixel (ph, pw) reads the product of a row tap and a column tap.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define HF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define HF_HOST_DEVICE inline
+#endif
+
+namespace hrnet_fast {
+
+enum class Mode : int { Nearest = 0, Bilinear = 1 };
+
+// One output coordinate reads source i0 with weight l0 and source i1 with
+// weight l1. Nearest sets i1 == i0 and l1 == 0. At the upper border bilinear
+// has i1 == i0 and the two weights still sum to one, as in ATen.
+template <typename T>
+struct Tap {
+  int64_t i0;
+  int64_t i1;
+  T l0;
+  T l1;
+};
+
+// Per-dimension constants, computed once per (in, out) pair rather than per
+// pixel: the kernels hoist this out of their loops.
+template <typename T>
+struct Axis {
+  int64_t in;
+  int64_t out;
+  Mode mode;
+  bool align_corners;
+  T scale;         // bilinear: source units per output unit
+  float nscale;    // nearest: ATen computes this one in float for every dtype
+};
+
+template <typename T>
+HF_HOST_DEVICE Axis<T> make_axis(int64_t in, int64_t out, Mode mode, bool align_corners) {
+  Axis<T> a;
+  a.in = in;
+  a.out = out;
+  a.mode = mode;
+  a.align_corners = align_corners;
+  if (align_corners) {
+    a.scale = out > 1 ? static_cast<T>(in - 1) / static_cast<T>(out - 1) : static_cast<T>(0);
+  } else {
+    a.scale = static_cast<T>(in) / static_cast<T>(out);
+  }
+  a.nscale = static_cast<float>(in) / static_cast<float>(out);
+  return a;
+}
+
+// ATen's nearest_idx: exact shortcuts for equal size and 2x, else
+// min(floor(dst * (float)in/out), in - 1).
+template <typename T>
+HF_HOST_DEVICE int64_t nearest_source(const Axis<T>& a, int64_t dst) {
+  if (a.out == a.in) return dst;
+  if (a.out == 2 * a.in) return dst >> 1;
+  const int64_t src = static_cast<int64_t>(floorf(static_cast<float>(dst) * a.nscale));
+  return src < a.in - 1 ? src : a.in - 1;
+}
+
+// ATen's area_pixel_compute_source_index + guard_index_and_lambda.
+template <typename T>
+HF_HOST_DEVICE Tap<T> linear_tap(const Axis<T>& a, int64_t dst) {
+  T real;
+  if (a.align_corners) {
+    real = a.scale * static_cast<T>(dst);
+  } else {
+    real = a.scale * (static_cast<T>(dst) + static_cast<T>(0.5)) - static_cast<T>(0.5);
+    if (real < static_cast<T>(0)) real = static_cast<T>(0);
+  }
+  int64_t i0 = static_cast<int64_t>(floor(real));
+  if (i0 > a.in - 1) i0 = a.in - 1;
+  T l1 = real - static_cast<T>(i0);
+  if (l1 < static_cast<T>(0)) l1 = static_cast<T>(0);
+  if (l1 > static_cast<T>(1)) l1 = static_cast<T>(1);
+  Tap<T> t;
+  t.i0 = i0;
+  t.i1 = i0 < a.in - 1 ? i0 + 1 : i0;
+  t.l1 = l1;
+  t.l0 = static_cast<T>(1) - l1;
+  return t;
+}
+
+template <typename T>
+HF_HOST_DEVICE Tap<T> tap(const Axis<T>& a, int64_t dst) {
+  if (a.mode == Mode::Nearest) {
+    Tap<T> t;
+    t.i0 = t.i1 = nearest_source(a, dst);
+    t.l0 = static_cast<T>(1);
+    t.l1 = static_cast<T>(0);
+    return t;
+  }
+  return linear_tap(a, dst);
+}
+
+// Weight with which output coordinate p reads source coordinate q (zero when
+// it does not read it). Row of the dense interpolation matrix, one entry.
+template <typename T>
+HF_HOST_DEVICE T weight(const Axis<T>& a, int64_t p, int64_t q) {
+  const Tap<T> t = tap(a, p);
+  T w = static_cast<T>(0);
+  if (t.i0 == q) w += t.l0;
+  if (t.i1 == q) w += t.l1;
+  return w;
+}
+
+// The adjoint as a gather: the output coordinates that read source q form one
+// contiguous range [begin, end), because i0 and i1 are non-decreasing in p.
+// Found by binary search on the forward formula itself, so it is exact for
+// every size and both align_corners settings, with no atomics anywhere.
+struct Range {
+  int64_t begin;
+  int64_t end;
+};
+
+template <typename T>
+HF_HOST_DEVICE Range readers(const Axis<T>& a, int64_t q) {
+  // begin: first p with i1(p) >= q.
+  int64_t lo = 0, hi = a.out;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (tap(a, mid).i1 >= q) hi = mid; else lo = mid + 1;
+  }
+  Range r;
+  r.begin = lo;
+  // end: first p with i0(p) > q.
+  hi = a.out;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (tap(a, mid).i0 > q) hi = mid; else lo = mid + 1;
+  }
+  r.end = lo;
+  return r;
+}
+
+// Upper bound on the number of output coordinates that read one source
+// coordinate, for gather loops of static length. Bilinear taps reach one unit
+// either side of the source coordinate (2 * out / (in - 1) with
+// align_corners), and clamping at the low border adds out / (2 * in); a
+// single source pixel is read by every output.
+HF_HOST_DEVICE int64_t max_readers(int64_t in, int64_t out) {
+  if (in <= 1) return out;
+  const int64_t bound = 2 * ((out + in - 2) / (in - 1)) + 2;
+  return bound < out ? bound : out;
+}
+
+}  // namespace hrnet_fast
