@@ -275,7 +275,14 @@ def _triton(inputs, scales, shifts, size, mode, align_corners, relu):
     return _triton_backend.exchange(inputs, scales, shifts, size, mode, align_corners, relu)
 
 
+def _triton_conv(inputs, scales, shifts, convs, size, mode, align_corners, relu):
+    from . import triton as _triton_backend
+
+    return _triton_backend.exchange_conv(inputs, scales, shifts, convs, size, mode, align_corners, relu)
+
+
 _KERNELS: Dict[str, Callable] = {"cpu": _native, "cuda": _native, "triton": _triton}
+_CONV_KERNELS["triton"] = _triton_conv
 
 
 # ---------------------------------------------------------------------------
