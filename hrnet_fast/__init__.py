@@ -9,6 +9,8 @@ Example:
 from . import reference
 from ._ext import build_info
 from .ops import backends, exchange
+from . import models
 
 __all__ = ["exchange", "reference", "backends", "build_info"]
+__all__ += ["models"]
 __version__ = "0.1.0"
