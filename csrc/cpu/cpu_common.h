@@ -1,0 +1,70 @@
+// Helpers shared by the CPU forward and backward kernels: per-axis tap
+// tables built from kernels/interp.h once per call, so the inner loops do no
+// index arithmetic of their own.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "interp.h"
+
+namespace hrnet_fast {
+namespace cpu {
+
+// Taps of every output coordinate along one axis.
+template <typename T>
+struct AxisTaps {
+  std::vector<int64_t> i0, i1;
+  std::vector<T> l0, l1;
+
+  AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+    i0.resize(out), i1.resize(out), l0.resize(out), l1.resize(out);
+    for (int64_t p = 0; p < out; ++p) {
+      const Tap<T> t = tap(a, p);
+      i0[p] = t.i0, i1[p] = t.i1, l0[p] = t.l0, l1[p] = t.l1;
+    }
+  }
+};
+
+// The adjoint along one axis in CSR form: source q is read by outputs
+// p[k] with weight w[k] for k in [offset[q], offset[q + 1]).
+template <typename T>
+struct AdjointTaps {
+  std::vector<int64_t> offset, p;
+  std::vector<T> w;
+
+  AdjointTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+    offset.reserve(in + 1);
+    offset.push_back(0);
+    for (int64_t q = 0; q < in; ++q) {
+      const Range r = readers(a, q);
+      for (int64_t k = r.begin; k < r.end; ++k) {
+        const T wk = weight(a, k, q);
+        if (wk != T(0)) p.push_back(k), w.push_back(wk);
+      }
+      offset.push_back(static_cast<int64_t>(p.size()));
+    }
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+inline acc_t load(const scalar_t* p) {
+  return static_cast<acc_t>(*p);
+}
+
+// ReLU as torch.relu computes it: NaN stays NaN.
+template <typename acc_t>
+inline acc_t activate(acc_t v, bool relu) {
+  return relu && v < acc_t(0) ? acc_t(0) : v;
+}
+
+// Grain for at::parallel_for: tasks of at least ~32k elements.
+inline int64_t grain_for(int64_t per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_item));
+}
+
+}  // namespace cpu
+}  // namespace hrnet_fast
