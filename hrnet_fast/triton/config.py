@@ -1,0 +1,78 @@
+"""Launch configuration shared by the kernels: interpreter detection, block
+shapes, autotuning, and the host-side float32 scales of interp.h."""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import triton
+
+# Read once, like triton itself: the interpreter is chosen at import time.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Interpreter: one fixed, small config (it runs programs one by one in
+# Python, so fewer, larger programs are faster, and there is nothing to tune).
+INTERP_BLOCK_P = 32
+INTERP_BLOCK_C = 16
+
+# Kernels index with int32 offsets unless a tensor could overflow them.
+INT32_LIMIT = 2**31 - 1
+
+
+def needs_int64(tensors: Sequence[torch.Tensor]) -> bool:
+    """True when some offset could exceed int32: the furthest element of any
+    tensor (by its strides, so views and expanded tensors count too)."""
+    for t in tensors:
+        if t.numel() == 0:
+            continue
+        reach = sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+        if reach >= INT32_LIMIT or t.numel() >= INT32_LIMIT:
+            return True
+    return False
+
+
+def axis_scales(n_in: int, n_out: int, align_corners: bool) -> Tuple[float, float]:
+    """(nearest scale, bilinear scale) for one axis, in float32 exactly as
+    ATen computes them, returned as Python floats holding float32 values (a
+    float kernel argument is float32, so they arrive unchanged)."""
+    f32 = np.float32
+    nscale = f32(n_in) / f32(n_out)
+    if align_corners:
+        bscale = f32(n_in - 1) / f32(n_out - 1) if n_out > 1 else f32(0.0)
+    else:
+        bscale = f32(n_in) / f32(n_out)
+    return float(nscale), float(bscale)
+
+
+def search_steps(n_out: int) -> int:
+    """Binary-search iterations that settle any range over [0, n_out]."""
+    return max(int(n_out).bit_length(), 1)
+
+
+def tile_configs(pairs: List[Tuple[int, int, int]]) -> List[triton.Config]:
+    return [triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=w) for p, c, w in pairs]
+
+
+# Block shapes: wide channel blocks for channels_last (contiguous channel
+# vectors), long pixel blocks for NCHW (contiguous rows); the autotuner picks.
+FORWARD_CONFIGS = tile_configs([
+    (64, 32, 4), (32, 64, 4), (128, 16, 4), (16, 128, 4),
+    (256, 8, 4), (512, 4, 4), (128, 32, 8), (64, 64, 8),
+])
+BACKWARD_CONFIGS = tile_configs([
+    (64, 32, 4), (32, 64, 4), (128, 16, 4), (256, 8, 4), (128, 32, 8),
+])
+
+
+def maybe_autotune(configs: List[triton.Config], key: List[str]) -> Callable:
+    """triton.autotune outside the interpreter; identity under it."""
+    if INTERPRET:
+        return lambda fn: fn
+    return triton.autotune(configs=configs, key=key)
+
+
+def fixed_meta() -> dict:
+    """Meta-parameters passed explicitly when not autotuning."""
+    return {"BLOCK_P": INTERP_BLOCK_P, "BLOCK_C": INTERP_BLOCK_C} if INTERPRET else {}
