@@ -141,29 +141,32 @@ def param_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _dense_affine(values, name: str, count: int, channels: int, fill: float, like: Tensor) -> Tensor:
-    dtype = param_dtype(like.dtype)
+def _check_affine(values, name: str, count: int, channels: int, device: torch.device) -> None:
     if values is None:
-        return torch.full((count, channels), fill, dtype=dtype, device=like.device)
+        return
     if isinstance(values, Tensor) or not isinstance(values, (list, tuple)):
         raise TypeError(f"hrnet_fast.exchange: {name} must be None or a list with one entry per input")
     if len(values) != count:
         raise ValueError(f"hrnet_fast.exchange: {name} has {len(values)} entries for {count} inputs")
-    rows = []
     for k, v in enumerate(values):
         if v is None:
-            rows.append(torch.full((channels,), fill, dtype=dtype, device=like.device))
             continue
         if not isinstance(v, Tensor):
             raise TypeError(f"hrnet_fast.exchange: {name}[{k}] is {type(v).__name__}, not a Tensor or None")
         if tuple(v.shape) != (channels,):
             raise ValueError(f"hrnet_fast.exchange: {name}[{k}] must have shape ({channels},), got "
                              f"{tuple(v.shape)}")
-        if v.device != like.device:
-            raise ValueError(f"hrnet_fast.exchange: {name}[{k}] is on {v.device} but the inputs are on "
-                             f"{like.device}")
-        rows.append(v.to(dtype))
-    return torch.stack(rows)
+        if v.device != device:
+            raise ValueError(f"hrnet_fast.exchange: {name}[{k}] is on {v.device} but the inputs are on {device}")
+
+
+def _dense_affine(values, count: int, channels: int, fill: float, like: Tensor) -> Tensor:
+    """(count, channels) affine rows; None entries become the identity."""
+    dtype = param_dtype(like.dtype)
+    if values is None:
+        return torch.full((count, channels), fill, dtype=dtype, device=like.device)
+    return torch.stack([torch.full((channels,), fill, dtype=dtype, device=like.device) if v is None
+                        else v.to(dtype) for v in values])
 
 
 def _check_convs(convs: Sequence[ConvTerm], x0: Tensor, size: Tuple[int, int]) -> List[ConvTerm]:
@@ -242,14 +245,16 @@ def exchange(
         raise ValueError(f"hrnet_fast.exchange: mode must be one of {MODES}, got {mode!r}")
     align_corners = bool(align_corners) and mode == "bilinear"
     x0 = inputs[0]
+    channels = x0.shape[1]
+    _check_affine(scales, "scales", len(inputs), channels, x0.device)
+    _check_affine(shifts, "shifts", len(inputs), channels, x0.device)
     convs = _check_convs(convs, x0, (out_h, out_w))
     backend = resolve_backend(backend, x0.device)
     if backend == "reference":
         return _reference.exchange(inputs, scales, shifts, convs=convs, size=(out_h, out_w), mode=mode,
                                    align_corners=align_corners, relu=relu)
-    channels = x0.shape[1]
-    dense_scales = _dense_affine(scales, "scales", len(inputs), channels, 1.0, x0)
-    dense_shifts = _dense_affine(shifts, "shifts", len(inputs), channels, 0.0, x0)
+    dense_scales = _dense_affine(scales, len(inputs), channels, 1.0, x0)
+    dense_shifts = _dense_affine(shifts, len(inputs), channels, 0.0, x0)
     if convs and backend in _CONV_KERNELS:
         return _CONV_KERNELS[backend](inputs, dense_scales, dense_shifts, convs, [out_h, out_w], mode,
                                       align_corners, relu)

@@ -1,0 +1,45 @@
+"""Shared case generation for exchange tests: random inputs (never zeros),
+random affines, and the shapes that exercise the index math."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+# (input sizes, output size): odd sizes, powers of two, 1x1, one-axis-only.
+SHAPES = [
+    ([(15, 9), (8, 5)], (15, 9)),
+    ([(33, 17), (17, 9), (9, 5), (5, 3)], (33, 17)),
+    ([(7, 7), (1, 1)], (7, 7)),
+    ([(16, 12), (8, 6), (4, 3), (2, 2)], (16, 12)),
+    ([(3, 4)], (6, 9)),
+    ([(8, 9), (8, 5)], (8, 9)),
+]
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
+
+
+def make_case(shapes: Sequence[Tuple[int, int]], *, n: int = 2, c: int = 5, dtype=torch.float32,
+              channels_last: bool = False, affine: bool = True, partial_affine: bool = False,
+              device: str = "cpu"):
+    xs = [torch.randn(n, c, h, w, dtype=dtype, device=device) for h, w in shapes]
+    if channels_last:
+        xs = [x.to(memory_format=torch.channels_last) for x in xs]
+    scales: Optional[List[Optional[torch.Tensor]]] = None
+    shifts: Optional[List[Optional[torch.Tensor]]] = None
+    if affine:
+        pdtype = torch.float64 if dtype == torch.float64 else torch.float32
+        scales = [torch.rand(c, dtype=pdtype, device=device) + 0.5 for _ in shapes]
+        shifts = [torch.randn(c, dtype=pdtype, device=device) for _ in shapes]
+        if partial_affine:
+            scales[0] = None
+            shifts[-1] = None
+    return xs, scales, shifts
+
+
+def requires_grad(tensors):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()

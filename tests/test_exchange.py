@@ -1,0 +1,119 @@
+"""Forward semantics of hrnet_fast.exchange on the CPU backend against the
+reference (plain PyTorch: affine, F.interpolate(size=...), sum, ReLU)."""
+import pytest
+import torch
+
+import hrnet_fast
+from exchange_cases import MODES, SHAPES, make_case, rel_err
+
+pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shapes,size", SHAPES)
+def test_matches_reference_float64(shapes, size, mode, align_corners, channels_last):
+    xs, sc, sh = make_case(shapes, dtype=torch.float64, channels_last=channels_last, partial_affine=True)
+    got = hrnet_fast.exchange(xs, sc, sh, size=size, mode=mode, align_corners=align_corners, backend="cpu")
+    want = hrnet_fast.reference(xs, sc, sh, size=size, mode=mode, align_corners=align_corners)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("relu", [True, False])
+def test_matches_reference_float32(mode, align_corners, relu):
+    xs, sc, sh = make_case([(17, 9), (9, 5), (5, 3), (3, 2)], c=18, dtype=torch.float32)
+    kw = dict(size=(17, 9), mode=mode, align_corners=align_corners, relu=relu)
+    got = hrnet_fast.exchange(xs, sc, sh, backend="cpu", **kw)
+    torch.testing.assert_close(got, hrnet_fast.reference(xs, sc, sh, **kw), rtol=1e-5, atol=1e-5)
+    if not relu:
+        assert (got < 0).any()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_precision_accumulates_in_float32(dtype, tol, channels_last):
+    xs, sc, sh = make_case([(16, 12), (8, 6), (4, 3)], c=18, dtype=dtype, channels_last=channels_last)
+    got = hrnet_fast.exchange(xs, sc, sh, mode="bilinear", backend="cpu")
+    assert got.dtype == dtype
+    want = hrnet_fast.reference([x.double() for x in xs], [s.double() for s in sc], [b.double() for b in sh],
+                                mode="bilinear")
+    assert rel_err(got, want) < tol
+
+
+def test_explicit_size_larger_than_every_input():
+    xs, sc, sh = make_case([(8, 5), (4, 3)], dtype=torch.float64)
+    got = hrnet_fast.exchange(xs, sc, sh, size=(15, 9), mode="bilinear", backend="cpu")
+    want = hrnet_fast.reference(xs, sc, sh, size=(15, 9), mode="bilinear")
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_strided_and_mixed_layout_inputs(mode):
+    base, sc, sh = make_case([(20, 14), (10, 7), (5, 4)], c=6, dtype=torch.float64)
+    xs = [base[0][:, :, ::2, ::2],                                  # strided view
+          base[1].to(memory_format=torch.channels_last),            # other layout than inputs[0]
+          base[2].transpose(2, 3).contiguous().transpose(2, 3)]     # permuted strides
+    got = hrnet_fast.exchange(xs, sc, sh, size=(10, 7), mode=mode, backend="cpu")
+    want = hrnet_fast.reference(xs, sc, sh, size=(10, 7), mode=mode)
+    torch.testing.assert_close(got, want)
+
+
+def test_empty_batch():
+    xs, sc, sh = make_case([(8, 5), (4, 3)], n=0)
+    got = hrnet_fast.exchange(xs, sc, sh, backend="cpu")
+    assert got.shape == (0, 5, 8, 5)
+
+
+def test_single_input_is_affine_plus_relu():
+    xs, sc, sh = make_case([(9, 7)], dtype=torch.float64)
+    got = hrnet_fast.exchange(xs, sc, sh, backend="cpu")
+    torch.testing.assert_close(got, torch.relu(xs[0] * sc[0].view(1, -1, 1, 1) + sh[0].view(1, -1, 1, 1)))
+
+
+def test_inputs_are_not_modified():
+    xs, sc, sh = make_case([(15, 9), (8, 5)], channels_last=True)
+    for t in xs + sc + sh:
+        t.requires_grad_()
+    before = [t.detach().clone() for t in xs + sc + sh]
+    y = hrnet_fast.exchange(xs, sc, sh, mode="bilinear", backend="cpu")
+    y.sum().backward()
+    for a, b in zip(xs + sc + sh, before):
+        assert torch.equal(a, b)
+
+
+def test_nan_propagates_like_reference():
+    xs, sc, sh = make_case([(6, 4), (3, 2)], dtype=torch.float64)
+    xs[0][0, 1, 2, 3] = float("nan")
+    xs[1][1, 2, 0, 0] = float("nan")
+    for mode in ("nearest", "bilinear"):
+        got = hrnet_fast.exchange(xs, sc, sh, mode=mode, backend="cpu")
+        want = hrnet_fast.reference(xs, sc, sh, mode=mode)
+        assert torch.equal(got.isnan(), want.isnan())
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+def test_auto_picks_cpu_for_cpu_tensors():
+    xs, sc, sh = make_case([(6, 4), (3, 2)], dtype=torch.float64)
+    torch.testing.assert_close(hrnet_fast.exchange(xs, sc, sh), hrnet_fast.exchange(xs, sc, sh, backend="cpu"))
+    assert hrnet_fast.ops.resolve_backend("auto", torch.device("cpu")) == "cpu"
+
+
+def test_reference_backend_is_the_reference():
+    xs, sc, sh = make_case([(6, 4), (3, 2)], dtype=torch.float64)
+    assert torch.equal(hrnet_fast.exchange(xs, sc, sh, backend="reference"), hrnet_fast.reference(xs, sc, sh))
+    assert torch.equal(hrnet_fast.reference.exchange(xs, sc, sh), hrnet_fast.reference(xs, sc, sh))
+
+
+def test_build_info_and_backends():
+    info = hrnet_fast.build_info()
+    assert isinstance(info["cuda_compiled"], bool)
+    assert isinstance(info["cuda_arch_list"], list)
+    assert info["torch"] == torch.__version__
+    b = hrnet_fast.backends()
+    assert set(b) == {"reference", "cpu", "cuda", "triton"}
+    assert b["reference"] and b["cpu"]
+    if not torch.cuda.is_available():
+        assert not b["cuda"]

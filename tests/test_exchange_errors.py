@@ -1,0 +1,74 @@
+"""Bad arguments raise clear Python exceptions naming the problem."""
+import pytest
+import torch
+
+import hrnet_fast
+
+
+def _x(*shape, **kw):
+    return torch.randn(*shape, **kw)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    (([],), {}, ValueError, "at least one input"),
+    ((_x(1, 2, 4, 4),), {}, TypeError, "list or tuple"),
+    (([_x(2, 4, 4)],), {}, ValueError, "4-D"),
+    (([_x(1, 2, 4, 4), _x(2, 2, 2, 2)],), {}, ValueError, r"\(N, C\)"),
+    (([_x(1, 2, 4, 4), _x(1, 3, 2, 2)],), {}, ValueError, r"\(N, C\)"),
+    (([_x(1, 2, 4, 4), _x(1, 2, 2, 2, dtype=torch.float64)],), {}, ValueError, "float64"),
+    (([_x(1, 2, 4, 4), _x(1, 2, 8, 8)],), {}, ValueError, "larger than the output size"),
+    (([_x(1, 2, 4, 4)],), {"size": (2, 2)}, ValueError, "larger than the output size"),
+    (([_x(1, 2, 4, 4)],), {"size": (4,)}, ValueError, "size"),
+    (([_x(1, 2, 4, 4)],), {"mode": "bicubic"}, ValueError, "mode"),
+    (([_x(1, 2, 4, 4)], [torch.ones(3)]), {}, ValueError, r"scales\[0\] must have shape \(2,\)"),
+    (([_x(1, 2, 4, 4)], [torch.ones(2), None]), {}, ValueError, "2 entries for 1 inputs"),
+    (([_x(1, 2, 4, 4)], None, [torch.ones(2, 1)]), {}, ValueError, r"shifts\[0\]"),
+    (([_x(1, 2, 4, 4)], torch.ones(1, 2)), {}, TypeError, "scales must be None or a list"),
+    (([_x(1, 2, 4, 4)], [3.0]), {}, TypeError, "not a Tensor"),
+    (([torch.ones(1, 2, 4, 4, dtype=torch.int64)],), {}, TypeError, "floating point"),
+    (([_x(1, 2, 4, 4), "x"],), {}, TypeError, "not a Tensor"),
+    (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 3, 3, 3), None)]}, ValueError, None),
+    (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 10, 10), _x(2, 3, 3, 3), None)]}, ValueError, "lands on 5x5"),
+    (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 4, 3, 3), None)]}, ValueError, "input channels"),
+    (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 3, 1, 1), None)]}, ValueError, r"\(C_out, C_in, 3, 3\)"),
+    (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 3, 3, 3))]}, TypeError, "triple"),
+])
+def test_bad_arguments(backend, args, kwargs, exc, match):
+    if backend == "cpu" and not hrnet_fast.backends()["cpu"]:
+        pytest.skip("C++ extension not built")
+    if match is None:  # a valid call: the conv case that lands exactly
+        hrnet_fast.exchange(*args, backend=backend, **kwargs)
+        return
+    with pytest.raises(exc, match=match):
+        hrnet_fast.exchange(*args, backend=backend, **kwargs)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        hrnet_fast.exchange([_x(1, 2, 4, 4)], backend="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_unavailable_cuda_backend_is_a_runtime_error():
+    with pytest.raises(RuntimeError, match="backend 'cuda' is unavailable"):
+        hrnet_fast.exchange([_x(1, 2, 4, 4)], backend="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_triton_unavailable_without_gpu_or_interpreter():
+    assert not hrnet_fast.backends()["triton"]
+    with pytest.raises(RuntimeError, match="backend 'triton' is unavailable"):
+        hrnet_fast.exchange([_x(1, 2, 4, 4)], backend="triton")
+
+
+def test_direct_op_call_is_checked_in_cpp():
+    if not hrnet_fast.backends()["cpu"]:
+        pytest.skip("C++ extension not built")
+    x = _x(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="scales and shifts must be"):
+        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 3), torch.zeros(1, 3), [4, 4], "nearest", False, True)
+    with pytest.raises(ValueError, match="mode must be"):
+        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 2), torch.zeros(1, 2), [4, 4], "area", False, True)
+    with pytest.raises(ValueError, match="does not fit"):
+        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 2), torch.zeros(1, 2), [2, 2], "nearest", False, True)

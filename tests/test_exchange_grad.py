@@ -1,0 +1,100 @@
+"""Backward of hrnet_fast.exchange on the CPU backend: gradcheck in float64,
+agreement with autograd through the reference, determinism."""
+import pytest
+import torch
+
+import hrnet_fast
+from exchange_cases import MODES, make_case, rel_err, requires_grad
+
+pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
+
+
+def _fn(mode, align_corners, relu, size=None):
+    def f(*args):
+        k = len(args) // 3
+        xs, sc, sh = list(args[:k]), list(args[k:2 * k]), list(args[2 * k:])
+        return hrnet_fast.exchange(xs, sc, sh, size=size, mode=mode, align_corners=align_corners, relu=relu,
+                                   backend="cpu")
+    return f
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", [True, False])
+def test_gradcheck(mode, align_corners, channels_last, relu):
+    xs, sc, sh = make_case([(7, 5), (4, 3), (2, 2)], n=2, c=3, dtype=torch.float64, channels_last=channels_last)
+    args = requires_grad(xs + sc + sh)
+    assert torch.autograd.gradcheck(_fn(mode, align_corners, relu), args, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+def test_gradcheck_odd_upsampling_and_explicit_size(mode, align_corners):
+    xs, sc, sh = make_case([(5, 3), (3, 2), (1, 1)], n=1, c=2, dtype=torch.float64)
+    args = requires_grad(xs + sc + sh)
+    assert torch.autograd.gradcheck(_fn(mode, align_corners, True, size=(9, 7)), args, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_grads_match_reference(mode, align_corners, channels_last):
+    xs, sc, sh = make_case([(17, 9), (9, 5), (5, 3), (3, 2)], c=18, channels_last=channels_last)
+    a, b = requires_grad(xs + sc + sh), requires_grad(xs + sc + sh)
+    kw = dict(mode=mode, align_corners=align_corners)
+    y = hrnet_fast.exchange(a[:4], a[4:8], a[8:], backend="cpu", **kw)
+    r = hrnet_fast.reference(b[:4], b[4:8], b[8:], **kw)
+    g = torch.randn_like(r)
+    got = torch.autograd.grad(y, a, g)
+    want = torch.autograd.grad(r, b, g)
+    for i, (u, v) in enumerate(zip(got, want)):
+        assert u.shape == v.shape
+        assert rel_err(u, v) < 1e-5, i
+
+
+def test_only_some_arguments_require_grad():
+    xs, sc, sh = make_case([(8, 6), (4, 3)], dtype=torch.float64)
+    x0 = xs[0].clone().requires_grad_()
+    s1 = sc[1].clone().requires_grad_()
+    y = hrnet_fast.exchange([x0, xs[1]], [sc[0], s1], sh, mode="bilinear", backend="cpu")
+    g0, gs = torch.autograd.grad(y.square().sum(), [x0, s1])
+    x0r, s1r = x0.detach().clone().requires_grad_(), s1.detach().clone().requires_grad_()
+    r = hrnet_fast.reference([x0r, xs[1]], [sc[0], s1r], sh, mode="bilinear")
+    w0, ws = torch.autograd.grad(r.square().sum(), [x0r, s1r])
+    torch.testing.assert_close(g0, w0)
+    torch.testing.assert_close(gs, ws)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_is_deterministic_across_runs_and_thread_counts(channels_last):
+    xs, sc, sh = make_case([(32, 24), (16, 12), (8, 6), (4, 3)], n=4, c=18, channels_last=channels_last)
+    g = torch.randn(4, 18, 32, 24)
+
+    def grads():
+        args = requires_grad(xs + sc + sh)
+        y = hrnet_fast.exchange(args[:4], args[4:8], args[8:], mode="bilinear", backend="cpu")
+        return torch.autograd.grad(y, args, g)
+
+    threads = torch.get_num_threads()
+    try:
+        first = grads()
+        second = grads()
+        torch.set_num_threads(1)
+        single = grads()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(first, second, single):
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+
+
+def test_works_under_deterministic_algorithms():
+    xs, sc, sh = make_case([(8, 6), (4, 3)])
+    args = requires_grad(xs + sc + sh)
+    with torch.autograd.set_detect_anomaly(False):
+        prev = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            y = hrnet_fast.exchange(args[:2], args[2:4], args[4:], mode="bilinear", backend="cpu")
+            y.sum().backward()
+        finally:
+            torch.use_deterministic_algorithms(prev)
+    assert all(a.grad is not None for a in args)
