@@ -10,7 +10,9 @@ from . import reference
 from ._ext import build_info
 from .ops import backends, exchange
 from . import models
+from .convert import convert, fused_modules
+from .modules import FusedExchange
 
 __all__ = ["exchange", "reference", "backends", "build_info"]
-__all__ += ["models"]
+__all__ += ["models", "convert", "fused_modules", "FusedExchange"]
 __version__ = "0.1.0"
