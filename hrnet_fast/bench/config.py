@@ -1,0 +1,155 @@
+"""What one benchmark run measures (`Case`) and the parsing of its options."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+#: Own architectures (hrnet_fast.models.create); they need a head.
+OWN_ARCHS: Tuple[str, ...] = ("w18_small_v1", "w18_small_v2", "w18", "w32", "w48", "w64")
+HEADS: Tuple[str, ...] = ("seg", "pose")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BASE_VARIANTS: Tuple[str, ...] = ("eager", "fused", "compile")
+BACKEND_CHOICES: Tuple[str, ...] = ("auto", "cpu", "cuda", "triton", "reference")
+_VARIANT_RE = re.compile(r"^(eager|compile|fused(?:\[(auto|cpu|cuda|triton|reference)\])?)$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model, input and device, timed for several variants.
+
+    Attributes:
+        model: a timm HRNet name (``hrnet_w18_small`` ... ``hrnet_w64``) or an
+            own architecture (``w18_small_v1`` ... ``w64``, needs ``head``).
+        head: "seg" or "pose" for own architectures, else None.
+        size: input (H, W).
+        batch: images per call.
+        device: "cpu" or "cuda".
+        dtype: "float32", "float16" or "bfloat16".
+        channels_last: model and input in channels_last memory format.
+        train: time a training step (forward, loss, backward, SGD step).
+        variants: variant names, e.g. ["eager", "fused[triton]", "compile"].
+        backend: backend passed to hrnet_fast.convert for a plain "fused".
+        iters: timed rounds (each round calls every variant once).
+        warmup: untimed rounds before the timed ones (the first is the one
+            that compiles).
+        time_budget_s: if set, fewer timed rounds (at least 3) when `iters`
+            would not fit in this many seconds after warm-up.
+        seed: seed for weights, BatchNorm statistics and the input.
+    """
+
+    model: str
+    head: Optional[str]
+    size: Tuple[int, int]
+    batch: int
+    device: str
+    dtype: str = "float32"
+    channels_last: bool = False
+    train: bool = False
+    variants: List[str] = field(default_factory=lambda: ["eager", "fused"])
+    backend: str = "auto"
+    iters: int = 20
+    warmup: int = 3
+    time_budget_s: Optional[float] = None
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name of the case."""
+        name = self.model if self.head is None else f"{self.model}-{self.head}"
+        mode = "train" if self.train else "eval"
+        fmt = ", channels_last" if self.channels_last else ""
+        return f"{name} {self.batch}x3x{self.size[0]}x{self.size[1]} {self.dtype}{fmt} {mode} on {self.device}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """Parse "HxW" (e.g. "256x192") into (H, W).
+
+    Raises:
+        ValueError: naming the expected format when `text` is not two
+            positive integers joined by "x".
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise ValueError(f"invalid size {text!r}: expected HxW with two positive integers, e.g. 256x192")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_variants(text: str) -> List[str]:
+    """Parse a comma-separated variant list ("eager,fused,compile";
+    "fused[triton]" names a backend), keeping order and dropping repeats."""
+    out: List[str] = []
+    for item in (v.strip() for v in str(text).split(",")):
+        if not item:
+            continue
+        if not _VARIANT_RE.match(item):
+            raise ValueError(f"unknown variant {item!r}: expected eager, fused, fused[BACKEND] or compile "
+                             f"(BACKEND one of auto, cpu, cuda, triton, reference)")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise ValueError("no variants given: expected e.g. eager,fused,compile")
+    return out
+
+
+def expand_variants(variants: Sequence[str], backend: str, device: str,
+                    available: Optional[dict] = None) -> List[str]:
+    """Name every fused variant after the backend it will run on.
+
+    A plain "fused" becomes "fused[<backend>]". With backend "auto" on CUDA
+    it becomes one fused variant per available GPU backend (triton, cuda),
+    so one run compares them; on the CPU "auto" stays "fused" (convert
+    picks the CPU kernel). "eager" always comes first: the others are
+    compared against it.
+    """
+    if available is None:
+        import hrnet_fast
+
+        available = hrnet_fast.backends()
+    out: List[str] = ["eager"]
+    for v in variants:
+        if v == "fused":
+            if backend != "auto":
+                names = [f"fused[{backend}]"]
+            elif device == "cuda":
+                names = [f"fused[{b}]" for b in ("triton", "cuda") if available.get(b)] or ["fused"]
+            else:
+                names = ["fused"]
+        else:
+            names = [v]
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def fused_backend(variant: str, default: str = "auto") -> str:
+    """The backend a fused variant name asks for ("fused[triton]" -> "triton")."""
+    m = re.fullmatch(r"fused\[(\w+)\]", variant)
+    return m.group(1) if m else default
+
+
+#: On CPU: about a minute on 2 cores, setup included (eager, fused, compile).
+CPU_DEFAULT = Case(model="hrnet_w18_small", head=None, size=(256, 192), batch=2, device="cpu",
+                   variants=["eager", "fused"], iters=20, warmup=2)
+#: On CUDA: the two cases people run HRNet for.
+CUDA_DEFAULTS = (
+    Case(model="w48", head="seg", size=(1024, 2048), batch=1, device="cuda",
+         variants=["eager", "fused", "compile"], iters=30, warmup=3),
+    Case(model="w32", head="pose", size=(256, 192), batch=32, device="cuda",
+         variants=["eager", "fused", "compile"], iters=30, warmup=3),
+)
+
+
+def default_cases(device: str) -> List[Case]:
+    """The cases `hrnet-fast bench` runs when no model is named."""
+    return list(CUDA_DEFAULTS) if device == "cuda" else [CPU_DEFAULT]
+
+
+def with_overrides(case: Case, **kw) -> Case:
+    """`case` with the options that are not None replaced."""
+    return replace(case, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,116 @@
+"""The terminal table (rich, or plain text without it) and the JSON file.
+
+JSON layout (read by tools outside this repository; extra keys allowed):
+
+    {"device": str, "torch": str, "model": str, "input": [N, C, H, W],
+     "dtype": str, "train": bool,
+     "results": [{"variant": str, "median_ms": float, "p10_ms": float,
+                  "p90_ms": float, "peak_mem_mb": float | null,
+                  "rel_err_vs_eager": float, ...}, ...], ...}
+
+With several cases in one run the file holds the first case in that layout
+plus "cases": the list of every case in the same layout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, TextIO
+
+COLUMNS = ("variant", "median ms", "p10 ms", "p90 ms", "img/s", "speedup", "peak MB", "rel err", "compile s")
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return format(value, spec)
+
+
+def rows(report: Dict[str, Any]) -> List[List[str]]:
+    """Table cells of one case, one row per variant (failed ones included)."""
+    out = []
+    for r in report["results"]:
+        out.append([r["variant"], _fmt(r["median_ms"], ".2f"), _fmt(r["p10_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
+                    _fmt(r.get("throughput_img_s"), ".1f"), _fmt(r.get("speedup_vs_eager"), ".2f") + "x",
+                    _fmt(r["peak_mem_mb"], ".1f"), _fmt(r["rel_err_vs_eager"], ".1e"),
+                    _fmt(r.get("compile_s"), ".1f")])
+    for e in report.get("errors", []):
+        out.append([e["variant"], "failed"] + ["-"] * (len(COLUMNS) - 2))
+    return out
+
+
+def title(report: Dict[str, Any]) -> str:
+    """One line naming the case, the device and the run."""
+    n, c, h, w = report["input"]
+    name = report["model"] + (f" ({report['head']})" if report.get("head") else "")
+    mode = "train step" if report["train"] else "inference"
+    layout = ", channels_last" if report.get("channels_last") else ""
+    return (f"{name} {n}x{c}x{h}x{w} {report['dtype']}{layout} {mode} on {report['device']} "
+            f"[{report.get('device_name', '')}], torch {report['torch']}, {report.get('rounds', '?')} paired rounds")
+
+
+def failures(report: Dict[str, Any]) -> List[str]:
+    """One line per failed variant, with its error."""
+    return [f"{e['variant']} failed: {e['error']}" for e in report.get("errors", [])]
+
+
+def footnote(report: Dict[str, Any]) -> str:
+    """How the columns were measured."""
+    timer = "CUDA events" if report.get("timer") == "cuda_events" else "host clock (perf_counter)"
+    return (f"latency: {timer}, per call, after warm-up; speedup = eager median / variant median; "
+            f"peak MB: {report.get('peak_mem_method')}; rel err: ||out - eager|| / ||eager||"
+            + ("" if not report["train"] else " on the first training step"))
+
+
+def markdown_table(report: Dict[str, Any]) -> str:
+    """The table of one case as GitHub markdown."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows(report)]
+    return "\n".join(lines)
+
+
+def plain_table(report: Dict[str, Any]) -> str:
+    """The table of one case as aligned plain text."""
+    body = [list(COLUMNS)] + rows(report)
+    widths = [max(len(r[i]) for r in body) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in body]
+    return "\n".join([title(report)] + lines + [footnote(report)] + failures(report))
+
+
+def print_report(report: Dict[str, Any], stream: Optional[TextIO] = None) -> None:
+    """Print one case's table: rich when installed, plain text otherwise."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(plain_table(report), file=stream, flush=True)
+        return
+    table = Table(title=title(report), caption=footnote(report), title_justify="left")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows(report):
+        table.add_row(*row, style="red" if row[1] == "failed" else None)
+    console = Console(file=stream, width=max(120, Console(file=stream).width))
+    console.print(table)
+    for line in failures(report):
+        console.print(line, style="red", markup=False, highlight=False)
+
+
+def document(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The JSON document of a run: the first case's layout, plus "cases"
+    when the run had more than one."""
+    if len(reports) == 1:
+        return dict(reports[0])
+    return {**reports[0], "cases": list(reports)}
+
+
+def write_json(reports: Sequence[Dict[str, Any]], path: str) -> None:
+    """Write the run's JSON document to `path` (directories created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(document(reports), f, indent=2, allow_nan=True)
+        f.write("\n")

@@ -1,0 +1,88 @@
+"""Timing: one call on the right clock, paired rounds across variants, and
+percentiles.
+
+On CUDA a call is timed with CUDA events recorded on the current stream
+around it, then the device is synchronised, so the next call starts on an
+idle device. On the CPU the host clock (time.perf_counter) is used.
+
+Variants are interleaved: every round calls each variant once, in an order
+that rotates from round to round, so slow drift (clock boost, other
+processes on a shared machine, thermal state) hits all variants alike.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued work on `device` (no-op on the CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], Any], device: str) -> Tuple[float, Any]:
+    """Run `fn` once and return (milliseconds, its result)."""
+    if device == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end), out
+    t0 = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t0) * 1e3, out
+
+
+def rotation(names: Sequence[str], round_index: int) -> List[str]:
+    """`names` rotated left by `round_index` (the call order of a round)."""
+    if not names:
+        return []
+    k = round_index % len(names)
+    return list(names[k:]) + list(names[:k])
+
+
+def paired_rounds(steps: Mapping[str, Callable[[], Any]], rounds: int, device: str,
+                  on_call: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
+    """Call every step once per round, in rotating order, for `rounds`
+    rounds; return each step's per-call times in milliseconds."""
+    names = list(steps)
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in rotation(names, r):
+            ms, _ = time_call(steps[name], device)
+            samples[name].append(ms)
+            if on_call is not None:
+                on_call()
+    return samples
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of `values`, linearly interpolated
+    between order statistics (numpy's default method)."""
+    data = sorted(values)
+    if not data:
+        raise ValueError("percentile of no values")
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> Dict[str, float]:
+    """Median, p10 and p90 of per-call times (ms)."""
+    return {"median_ms": float(statistics.median(values)), "p10_ms": float(percentile(values, 10)),
+            "p90_ms": float(percentile(values, 90))}
+
+
+def rounds_within(budget_s: Optional[float], round_ms: float, wanted: int, minimum: int = 3) -> int:
+    """How many rounds of `round_ms` fit in `budget_s` (None: no limit),
+    between `minimum` and `wanted`."""
+    if budget_s is None or round_ms <= 0:
+        return wanted
+    return max(min(wanted, int(budget_s * 1e3 / round_ms)), min(minimum, wanted))

@@ -1,0 +1,172 @@
+"""Command line: `hrnet-fast bench` (also `python -m hrnet_fast bench`).
+
+Times an HRNet model eager, converted to the fused exchange and compiled,
+side by side in one process, and prints a table:
+
+    hrnet-fast bench                                     # this device's default case(s)
+    hrnet-fast bench --device cpu --model hrnet_w18_small --size 128x96 --batch 1 \
+        --iters 3 --json out.json --plot out.png
+    hrnet-fast bench --device cuda --model w48 --head seg --size 1024x2048 \
+        --dtype bfloat16 --channels-last --variants eager,fused,compile
+
+Exit status: 0 when every variant ran, 1 when one failed (the table and the
+files still show the others), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+from .bench import config
+
+EPILOG = """\
+models: a timm HRNet name (hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w30, hrnet_w32,
+hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w64; created with pretrained=False) or an hrnet_fast
+architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64) with --head seg|pose.
+Without --model: on CPU hrnet_w18_small 2x3x256x192 (about a minute on 2 cores); on CUDA
+w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192, eager/fused/compile.
+Variants: eager (unconverted), fused (hrnet_fast.convert; on CUDA with --backend auto one
+fused[B] per available GPU backend), fused[B] (a named backend), compile (torch.compile of
+the unconverted model; its first call is reported as compile time)."""
+
+
+def _size(text: str):
+    try:
+        return config.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _variants(text: str) -> List[str]:
+    try:
+        return config.parse_variants(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hrnet-fast` argument parser."""
+    parser = argparse.ArgumentParser(prog="hrnet-fast", description="hrnet_fast tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    b = sub.add_parser("bench", help="time an HRNet model eager vs fused vs compiled",
+                       description="Time an HRNet model eager, fused (hrnet_fast.convert) and torch.compile'd, "
+                                   "side by side from one process, in interleaved rounds.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--model", help="timm HRNet name or hrnet_fast architecture (default: per device)")
+    b.add_argument("--head", choices=config.HEADS, help="head of an hrnet_fast architecture")
+    b.add_argument("--size", type=_size, metavar="HxW", help="input height x width, e.g. 256x192")
+    b.add_argument("--batch", type=_positive, metavar="N", help="images per call")
+    b.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    b.add_argument("--dtype", choices=tuple(config.DTYPES), help="default: float32")
+    b.add_argument("--channels-last", action="store_true", default=None, help="channels_last model and input")
+    b.add_argument("--train", action="store_true", default=None,
+                   help="time a training step (forward, loss, backward, SGD step) instead of inference")
+    b.add_argument("--variants", type=_variants, metavar="LIST",
+                   help="comma-separated: eager,fused,compile or fused[BACKEND] "
+                        "(default: eager,fused on CPU; eager,fused,compile on CUDA)")
+    b.add_argument("--backend", choices=config.BACKEND_CHOICES, help="backend of the fused variant (default auto)")
+    b.add_argument("--iters", type=_positive, metavar="N", help="timed paired rounds")
+    b.add_argument("--warmup", type=_positive, metavar="N", help="warm-up rounds, the compiling one included")
+    b.add_argument("--time-budget", type=float, metavar="S", dest="time_budget_s",
+                   help="per case: fewer timed rounds (at least 3) when --iters would not fit in S seconds")
+    b.add_argument("--seed", type=int, help="seed of weights, BatchNorm statistics and input")
+    b.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    b.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(subparser=b)  # so errors are reported as `hrnet-fast bench: error: ...`
+    return parser
+
+
+def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[config.Case]:
+    """The cases an argument set asks for; parser.error() on bad combinations."""
+    from .bench.models import check_model_name
+
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    defaults = config.default_cases(device)
+    overrides = dict(size=args.size, batch=args.batch, dtype=args.dtype, channels_last=args.channels_last,
+                     train=args.train, variants=args.variants, backend=args.backend, iters=args.iters,
+                     warmup=args.warmup, time_budget_s=args.time_budget_s, seed=args.seed)
+    if args.model is None:
+        if args.head is not None:
+            parser.error("--head needs --model (an hrnet_fast architecture)")
+        return [config.with_overrides(c, **overrides) for c in defaults]
+    if args.head is not None and args.model not in config.OWN_ARCHS:
+        parser.error(f"--head applies to hrnet_fast architectures ({', '.join(config.OWN_ARCHS)}), "
+                     f"not to {args.model!r}")
+    try:
+        check_model_name(args.model, args.head)
+    except ValueError as exc:
+        parser.error(str(exc))
+    base = config.with_overrides(defaults[0], model=args.model)
+    return [config.with_overrides(base, head=args.head, **overrides)]
+
+
+def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `hrnet-fast bench`; return the exit status."""
+    from .bench import plotting, reporting
+    from .bench.runner import check_device, run_case
+
+    cases = cases_from_args(args, parser)
+    try:
+        check_device(cases[0].device)
+    except (RuntimeError, ValueError) as exc:
+        parser.error(str(exc))
+    reports = []
+    for case in cases:
+        try:
+            report = run_case(case, show_progress=not args.no_progress,
+                              log=lambda s: print(f"hrnet-fast bench: {s}", file=sys.stderr, flush=True))
+        except Exception as exc:
+            hint = ""
+            if case.size[0] % 32 or case.size[1] % 32:
+                hint = " (hint: HRNet models with nearest upsampling need H and W divisible by 32)"
+            print(f"hrnet-fast bench: error: {case.label}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+            if reports and args.json:
+                reporting.write_json(reports, args.json)
+            return 1
+        reporting.print_report(report)
+        reports.append(report)
+    if args.json:
+        reporting.write_json(reports, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        if plotting.have_matplotlib():
+            plotting.plot(reports, args.plot)
+            print(f"wrote {args.plot}")
+        else:
+            print(f"hrnet-fast bench: matplotlib is not installed; no plot written to {args.plot}",
+                  file=sys.stderr)
+    failed = [f"{e['variant']} ({r['model']})" for r in reports for e in r.get("errors", [])]
+    if failed:
+        print(f"hrnet-fast bench: error: variant(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `hrnet-fast` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench(args, args.subparser)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
