@@ -1,0 +1,195 @@
+// CUDA kernels of hrnet_fast::exchange and hrnet_fast::exchange_backward:
+// argument checks, layouts, outputs and scratch from the caching allocator,
+// launches on the current stream. No host synchronisation anywhere, so both
+// ops can be captured in a CUDA graph.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <array>
+#include <limits>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "exchange.h"
+#include "launch.h"
+
+namespace hrnet_fast {
+namespace {
+
+using cuda::DType;
+using cuda::View;
+
+DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::Float;
+    case at::kHalf: return DType::Half;
+    case at::kBFloat16: return DType::BFloat16;
+    case at::kDouble: return DType::Double;
+    default: TORCH_CHECK_TYPE(false, "hrnet_fast.exchange (cuda): unsupported dtype ", t.scalar_type());
+  }
+}
+
+// Scales, shifts and reductions are in the accumulation type.
+at::ScalarType acc_type(DType d) { return d == DType::Double ? at::kDouble : at::kFloat; }
+
+View view_of(const at::Tensor& t) {
+  View v;
+  v.data = t.data_ptr();
+  for (int d = 0; d < 4; ++d) {
+    v.size[d] = t.size(d);
+    v.stride[d] = t.stride(d);
+  }
+  return v;
+}
+
+// The kernels index pixels of one image with 32-bit ints.
+void check_plane(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.size(2) * t.size(3) <= std::numeric_limits<int32_t>::max(), "hrnet_fast.exchange (cuda): ",
+              what, " has more than 2^31 pixels per image");
+}
+
+void check_common(TensorList inputs) {
+  TORCH_CHECK(inputs[0].is_cuda(), "hrnet_fast.exchange (cuda): inputs must be CUDA tensors");
+  TORCH_CHECK_VALUE(static_cast<int>(inputs.size()) <= cuda::kMaxLaunchInputs,
+                    "hrnet_fast.exchange (cuda): at most ", cuda::kMaxLaunchInputs, " inputs, got ",
+                    inputs.size());
+  for (const auto& x : inputs) check_plane(x, "an input");
+}
+
+std::array<int64_t, 2> concrete_size(c10::SymIntArrayRef size) {
+  TORCH_CHECK_VALUE(size.size() == 2, "hrnet_fast.exchange: size must have two entries, got ", size.size());
+  return {size[0].expect_int(), size[1].expect_int()};
+}
+
+at::Tensor exchange_cuda(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
+                         c10::SymIntArrayRef sym_size, std::string_view mode, bool align_corners, bool relu) {
+  const auto size = concrete_size(sym_size);
+  check_exchange_args(inputs, scales, shifts, size);
+  check_common(inputs);
+  const Mode m = parse_mode(mode);
+  const at::Tensor& x0 = inputs[0];
+  const DType dt = dtype_of(x0);
+  const c10::cuda::CUDAGuard guard(x0.device());
+  const auto fmt = output_format(x0);
+  at::Tensor out = at::empty({x0.size(0), x0.size(1), size[0], size[1]}, x0.options().memory_format(fmt));
+  check_plane(out, "the output");
+  if (out.numel() == 0) return out;
+
+  cuda::ForwardArgs a{};
+  a.dtype = dt;
+  a.mode = m;
+  a.align_corners = align_corners;
+  a.relu = relu;
+  a.channels_last = fmt == at::MemoryFormat::ChannelsLast;
+  a.k = static_cast<int>(inputs.size());
+  // Kept alive until the launch is enqueued; the caching allocator orders
+  // their reuse after it on this stream.
+  std::vector<at::Tensor> xs;
+  xs.reserve(inputs.size());
+  for (int k = 0; k < a.k; ++k) {
+    xs.push_back(inputs[k].contiguous(fmt));  // no copy when already in fmt
+    a.inputs[k] = view_of(xs.back());
+  }
+  const at::Tensor s = scales.to(acc_type(dt)).contiguous();
+  const at::Tensor b = shifts.to(acc_type(dt)).contiguous();
+  a.scales = s.data_ptr();
+  a.shifts = b.data_ptr();
+  a.out = view_of(out);
+  cuda::launch_forward(a, c10::cuda::getCurrentCUDAStream(x0.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs, const at::Tensor& scales,
+    std::string_view mode, bool align_corners, bool relu) {
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.sizes() == out.sizes(),
+                    "hrnet_fast.exchange_backward: grad_out ", grad_out.sizes(), " and out ", out.sizes(),
+                    " must be the same 4-D shape");
+  check_exchange_args(inputs, scales, scales, {out.size(2), out.size(3)});
+  check_common(inputs);
+  const Mode m = parse_mode(mode);
+  const at::Tensor& x0 = inputs[0];
+  TORCH_CHECK_VALUE(out.size(0) == x0.size(0) && out.size(1) == x0.size(1),
+                    "hrnet_fast.exchange_backward: out has N, C = ", out.size(0), ", ", out.size(1),
+                    " but the inputs have ", x0.size(0), ", ", x0.size(1));
+  TORCH_CHECK_VALUE(grad_out.scalar_type() == x0.scalar_type() && out.scalar_type() == x0.scalar_type(),
+                    "hrnet_fast.exchange_backward: grad_out and out must be ", x0.scalar_type());
+  TORCH_CHECK(grad_out.device() == x0.device() && out.device() == x0.device(),
+              "hrnet_fast.exchange_backward: grad_out and out must be on ", x0.device());
+  check_plane(out, "the output");
+  const DType dt = dtype_of(x0);
+  const c10::cuda::CUDAGuard guard(x0.device());
+  const auto K = static_cast<int64_t>(inputs.size());
+  const int64_t C = x0.size(1);
+  const auto acc = at::TensorOptions().dtype(acc_type(dt)).device(x0.device());
+
+  std::vector<at::Tensor> grads;
+  grads.reserve(inputs.size());
+  for (const auto& x : inputs) grads.push_back(at::empty(x.sizes(), x.options().memory_format(output_format(x))));
+  if (out.numel() == 0) {
+    for (auto& g : grads) g.zero_();
+    return {grads, at::zeros({K, C}, acc).to(scales.scalar_type()),
+            at::zeros({K, C}, acc).to(scales.scalar_type())};
+  }
+
+  const auto fmt = output_format(x0);
+  const at::Tensor g = grad_out.contiguous(fmt);
+  // Both dense in fmt, so they share strides (up to those of size-1
+  // dimensions, which are never applied): the kernels index them alike.
+  const at::Tensor o = out.contiguous(fmt);
+  const at::Tensor s = scales.to(acc_type(dt)).contiguous();
+  at::Tensor grad_scales = at::empty({K, C}, acc);
+  at::Tensor grad_shifts = at::empty({K, C}, acc);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x0.device().index()).stream();
+
+  for (int64_t k = 0; k < K; ++k) {
+    const auto xfmt = output_format(inputs[k]);
+    const at::Tensor x = inputs[k].contiguous(xfmt);
+    cuda::BackwardArgs a{};
+    a.dtype = dt;
+    a.mode = m;
+    a.align_corners = align_corners;
+    a.relu = relu;
+    a.channels_last = xfmt == at::MemoryFormat::ChannelsLast;
+    a.grad = view_of(g);
+    a.out = view_of(o);
+    a.x = view_of(x);
+    a.grad_x = view_of(grads[k]);
+    a.scale = static_cast<const char*>(s.data_ptr()) + k * C * s.element_size();
+    const cuda::PartialShape ps = cuda::backward_partials(a);
+    // Scratch from the caching allocator: per-block partial sums.
+    const at::Tensor part_gx = at::empty({ps.numel}, acc);
+    const at::Tensor part_g = k == 0 ? at::empty({ps.numel}, acc) : at::Tensor();
+    a.part_gx = part_gx.data_ptr();
+    a.part_g = k == 0 ? part_g.data_ptr() : nullptr;
+    cuda::launch_backward_input(a, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::launch_channel_sum(dt, part_gx.data_ptr(),
+                             ps, static_cast<char*>(grad_scales.data_ptr()) + k * C * grad_scales.element_size(),
+                             1, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // Every input's shift receives the same sum of the masked gradient;
+    // input 0's pass provides it (sum over its pixels of G, which is the
+    // plain sum of gm when input 0 has the output size).
+    if (k == 0) {
+      cuda::launch_channel_sum(dt, part_g.data_ptr(), ps, grad_shifts.data_ptr(), static_cast<int>(K), stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  return {grads, grad_scales.to(scales.scalar_type()), grad_shifts.to(scales.scalar_type())};
+}
+
+}  // namespace
+}  // namespace hrnet_fast
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CUDA, m) {
+  m.impl("exchange", TORCH_FN(hrnet_fast::exchange_cuda));
+  m.impl("exchange_backward", TORCH_FN(hrnet_fast::exchange_backward_cuda));
+}
