@@ -147,8 +147,8 @@ def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: Ten
                     align_corners: bool, relu: bool) -> Tuple[List[Tensor], Tensor, Tensor]:
     """Gradients of every input, of scales (K, C) and of shifts (K, C)."""
     if out.numel() == 0:
-        grads = [torch.zeros(x.shape, dtype=x.dtype, device=x.device, memory_format=_ops.follow_format(x))
-                 for x in inputs]
+        grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                             memory_format=_ops.follow_format(x)).zero_() for x in inputs]
         return grads, torch.zeros_like(scales), torch.zeros_like(scales)
     size = tuple(out.shape[-2:])
     grads, sums_g, sums_gx = [], [], []

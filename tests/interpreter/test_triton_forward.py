@@ -1,0 +1,77 @@
+"""Triton forward kernel against hrnet_fast.reference, under TRITON_INTERPRET=1."""
+import pytest
+import torch
+
+import hrnet_fast
+from _cases import MODES, ODD, POW2, assert_close_nonzero, make_inputs
+
+
+def test_backend_available_under_interpreter():
+    assert hrnet_fast.backends()["triton"]
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("case", [ODD, POW2], ids=["odd", "pow2"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_forward_matches_reference(mode, align_corners, case, channels_last):
+    size, smaller = case
+    xs, ss, bs = make_inputs(2, 5, size, smaller, channels_last=channels_last)
+    kept = [x.clone() for x in xs]
+    y = hrnet_fast.exchange(xs, ss, bs, mode=mode, align_corners=align_corners, backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, mode=mode, align_corners=align_corners)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for x, k in zip(xs, kept):  # inputs are not modified
+        assert torch.equal(x, k)
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+def test_float64_is_exact_to_rounding(mode, align_corners):
+    # float64 indexes and weights are computed in float64, as ATen does.
+    xs, ss, bs = make_inputs(1, 3, (7, 5), [(3, 2), (4, 3)], dtype=torch.float64)
+    y = hrnet_fast.exchange(xs, ss, bs, mode=mode, align_corners=align_corners, backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, mode=mode, align_corners=align_corners)
+    assert y.dtype == torch.float64
+    assert_close_nonzero(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_channels_not_a_block_multiple_and_no_relu():
+    # 18 channels: a full block of 16 and a masked one.
+    xs, ss, bs = make_inputs(1, 18, (6, 4), [(3, 2)])
+    y = hrnet_fast.exchange(xs, ss, bs, mode="bilinear", relu=False, backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, mode="bilinear", relu=False)
+    assert (ref < 0).any()
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_size_larger_than_every_input():
+    # No input has the output size: every term is interpolated.
+    xs, ss, bs = make_inputs(1, 4, (4, 3), [(2, 2)])
+    y = hrnet_fast.exchange(xs, ss, bs, size=(9, 7), mode="bilinear", align_corners=True, backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, size=(9, 7), mode="bilinear", align_corners=True)
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_views_and_mixed_formats():
+    base = torch.randn(2, 10, 9, 14)
+    x0 = base[:, ::2, :, 1:12]          # non-contiguous channel and width strides
+    x1 = torch.randn(2, 5, 4, 6).contiguous(memory_format=torch.channels_last)
+    x2 = torch.randn(2, 5, 3, 2).transpose(2, 3).contiguous().transpose(2, 3)  # (2, 5, 3, 2), odd strides
+    y = hrnet_fast.exchange([x0, x1, x2], mode="nearest", backend="triton")
+    ref = hrnet_fast.reference([x0, x1, x2], mode="nearest")
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_more_inputs_than_one_launch_takes():
+    # Six inputs: two chained launches through the float32 accumulator.
+    xs, ss, bs = make_inputs(1, 3, (6, 6), [(3, 3), (2, 2), (1, 1), (6, 6), (5, 4)])
+    y = hrnet_fast.exchange(xs, ss, bs, mode="bilinear", backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, mode="bilinear")
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_batch():
+    xs = [torch.randn(0, 4, 6, 5), torch.randn(0, 4, 3, 3)]
+    y = hrnet_fast.exchange(xs, mode="bilinear", backend="triton")
+    assert y.shape == (0, 4, 6, 5)
