@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/vec_ops.h"
 #include "exchange.h"
 
 namespace hrnet_fast {
@@ -29,14 +30,6 @@ namespace {
 
 using cpu::AdjointTaps;
 using cpu::grain_for;
-using cpu::load;
-
-// Masked gradient value: torch.relu's backward zeroes where out <= 0.
-template <typename scalar_t, typename acc_t>
-inline acc_t masked(const scalar_t* g, const scalar_t* o, bool relu) {
-  const acc_t gv = load<scalar_t, acc_t>(g);
-  return relu && load<scalar_t, acc_t>(o) <= acc_t(0) ? acc_t(0) : gv;
-}
 
 template <typename scalar_t>
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out,
@@ -95,44 +88,47 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   }
 
   if (cl) {
+    // Unit = output row (n, h); per-channel row sums kept in acc_t lanes,
+    // then added to the double partials once per row.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> gm(C), shift_row(C), scale_row(K * C);
       for (int64_t row = begin; row < end; ++row) {
-        double* sp = shift_part.data() + row * C;
-        for (int64_t e0 = row * W * C; e0 < (row + 1) * W * C; e0 += C) {
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t e = e0 + c;
-            const acc_t gv = masked<scalar_t, acc_t>(g_p + e, o_p + e, relu);
-            if (gm_w) gm_w[e] = static_cast<scalar_t>(gv);
-            sp[c] += gv;
-            for (int64_t k = 0; k < K; ++k) {
-              if (!gx_same[k]) continue;
-              gx_same[k][e] = static_cast<scalar_t>(sc_p[k * C + c] * gv);
-              scale_part[k][row * C + c] += static_cast<double>(gv) * load<scalar_t, acc_t>(x_same[k] + e);
-            }
+        std::fill(shift_row.begin(), shift_row.end(), acc_t(0));
+        std::fill(scale_row.begin(), scale_row.end(), acc_t(0));
+        for (int64_t e = row * W * C; e < (row + 1) * W * C; e += C) {
+          cpu::masked_grad(gm.data(), g_p + e, o_p + e, C, relu);
+          if (gm_w) cpu::store_activated(gm_w + e, gm.data(), C, false);
+          cpu::add_into(shift_row.data(), gm.data(), C);
+          for (int64_t k = 0; k < K; ++k) {
+            if (!gx_same[k]) continue;
+            cpu::scale_store_channels(gx_same[k] + e, sc_p + k * C, gm.data(), C);
+            cpu::add_product_into(scale_row.data() + k * C, gm.data(), x_same[k] + e, C);
           }
         }
+        for (int64_t c = 0; c < C; ++c) shift_part[row * C + c] = shift_row[c];
+        for (int64_t k = 0; k < K; ++k)
+          if (same[k])
+            for (int64_t c = 0; c < C; ++c) scale_part[k][row * C + c] = scale_row[k * C + c];
       }
     });
   } else {
+    // Unit = plane (n, c); sums per row in vector lanes, rows added in double.
     at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
-      std::vector<double> scale_acc(K);
+      std::vector<acc_t> gm(H * W);
       for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t c = plane % C;
+        const int64_t c = plane % C, off = plane * H * W;
+        cpu::masked_grad(gm.data(), g_p + off, o_p + off, H * W, relu);
+        if (gm_w) cpu::store_activated(gm_w + off, gm.data(), H * W, false);
         double shift_acc = 0.0;
-        std::fill(scale_acc.begin(), scale_acc.end(), 0.0);
-        for (int64_t i = plane * H * W; i < (plane + 1) * H * W; ++i) {
-          const acc_t gv = masked<scalar_t, acc_t>(g_p + i, o_p + i, relu);
-          if (gm_w) gm_w[i] = static_cast<scalar_t>(gv);
-          shift_acc += gv;
-          for (int64_t k = 0; k < K; ++k) {
-            if (!gx_same[k]) continue;
-            gx_same[k][i] = static_cast<scalar_t>(sc_p[k * C + c] * gv);
-            scale_acc[k] += static_cast<double>(gv) * load<scalar_t, acc_t>(x_same[k] + i);
-          }
-        }
+        for (int64_t h = 0; h < H; ++h) shift_acc += cpu::dot(gm.data() + h * W, static_cast<const scalar_t*>(nullptr), W);
         shift_part[plane] = shift_acc;
-        for (int64_t k = 0; k < K; ++k)
-          if (same[k]) scale_part[k][plane] = scale_acc[k];
+        for (int64_t k = 0; k < K; ++k) {
+          if (!gx_same[k]) continue;
+          cpu::scale_store(gx_same[k] + off, sc_p[k * C + c], gm.data(), H * W);
+          double scale_acc = 0.0;
+          for (int64_t h = 0; h < H; ++h) scale_acc += cpu::dot(gm.data() + h * W, x_same[k] + off + h * W, W);
+          scale_part[k][plane] = scale_acc;
+        }
       }
     });
   }
@@ -147,53 +143,54 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     scalar_t* gx_p = grads[k].mutable_data_ptr<scalar_t>();
     const acc_t* s_p = sc_p + k * C;
     if (cl) {
+      // Unit = source row (n, qh): each source pixel's channel vector sums
+      // the output pixels that read it.
       const int64_t units = N * h;
       scale_part[k].assign(units * C, 0.0);
       at::parallel_for(0, units, grain_for(w * C * 4), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> acc(C);
+        std::vector<acc_t> acc(C), part(C);
         for (int64_t unit = begin; unit < end; ++unit) {
           const int64_t n = unit / h, qh = unit % h;
-          double* part = scale_part[k].data() + unit * C;
+          std::fill(part.begin(), part.end(), acc_t(0));
           for (int64_t qw = 0; qw < w; ++qw) {
             std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i) {
               const scalar_t* grow = gm_p + (n * H + rows.p[i]) * W * C;
-              for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j) {
-                const acc_t wt = rows.w[i] * cols.w[j];
-                const scalar_t* px = grow + cols.p[j] * C;
-                for (int64_t c = 0; c < C; ++c) acc[c] += wt * load<scalar_t, acc_t>(px + c);
-              }
+              for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
+                cpu::axpy(acc.data(), rows.w[i] * cols.w[j], grow + cols.p[j] * C, C);
             }
-            const int64_t base = ((n * h + qh) * w + qw) * C;
-            for (int64_t c = 0; c < C; ++c) {
-              gx_p[base + c] = static_cast<scalar_t>(s_p[c] * acc[c]);
-              part[c] += static_cast<double>(acc[c]) * load<scalar_t, acc_t>(x_p + base + c);
-            }
+            const int64_t base = (unit * w + qw) * C;
+            cpu::scale_store_channels(gx_p + base, s_p, acc.data(), C);
+            cpu::add_product_into(part.data(), acc.data(), x_p + base, C);
           }
+          for (int64_t c = 0; c < C; ++c) scale_part[k][unit * C + c] = part[c];
         }
       });
     } else {
+      // Unit = plane (n, c), separable: the W adjoint of every output row,
+      // then the H adjoint as whole-row vector operations.
       scale_part[k].assign(N * C, 0.0);
       at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> rows_w(H * w), g(h * w);
         for (int64_t plane = begin; plane < end; ++plane) {
-          const acc_t s = s_p[plane % C];
           const scalar_t* gplane = gm_p + plane * H * W;
-          double part = 0.0;
-          for (int64_t qh = 0; qh < h; ++qh) {
+          for (int64_t ph = 0; ph < H; ++ph) {
+            const scalar_t* grow = gplane + ph * W;
             for (int64_t qw = 0; qw < w; ++qw) {
-              acc_t acc = 0;
-              for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i) {
-                const scalar_t* grow = gplane + rows.p[i] * W;
-                acc_t racc = 0;
-                for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
-                  racc += cols.w[j] * load<scalar_t, acc_t>(grow + cols.p[j]);
-                acc += rows.w[i] * racc;
-              }
-              const int64_t e = (plane * h + qh) * w + qw;
-              gx_p[e] = static_cast<scalar_t>(s * acc);
-              part += static_cast<double>(acc) * load<scalar_t, acc_t>(x_p + e);
+              acc_t a = 0;
+              for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
+                a += cols.w[j] * static_cast<acc_t>(grow[cols.p[j]]);
+              rows_w[ph * w + qw] = a;
             }
           }
+          std::fill(g.begin(), g.end(), acc_t(0));
+          for (int64_t qh = 0; qh < h; ++qh)
+            for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i)
+              cpu::axpy(g.data() + qh * w, rows.w[i], rows_w.data() + rows.p[i] * w, w);
+          const int64_t off = plane * h * w;
+          cpu::scale_store(gx_p + off, s_p[plane % C], g.data(), h * w);
+          double part = 0.0;
+          for (int64_t qh = 0; qh < h; ++qh) part += cpu::dot(g.data() + qh * w, x_p + off + qh * w, w);
           scale_part[k][plane] = part;
         }
       });

@@ -23,62 +23,14 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/vec_ops.h"
 #include "exchange.h"
 
 namespace hrnet_fast {
 namespace {
 
-using at::vec::Vectorized;
 using cpu::AxisTaps;
-using cpu::activate;
 using cpu::grain_for;
-using cpu::load;
-
-// acc[i] += scale[i] * x[i] over a channel vector (channels_last) ...
-template <typename scalar_t, typename acc_t>
-inline void accumulate_scaled(acc_t* acc, const acc_t* scale, const scalar_t* x, int64_t n) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    constexpr int64_t V = Vectorized<acc_t>::size();
-    for (; i + V <= n; i += V) {
-      const auto r = Vectorized<acc_t>::loadu(acc + i) +
-                     Vectorized<acc_t>::loadu(scale + i) * Vectorized<acc_t>::loadu(x + i);
-      r.store(acc + i);
-    }
-  }
-  for (; i < n; ++i) acc[i] += scale[i] * load<scalar_t, acc_t>(x + i);
-}
-
-// ... and acc[i] += s * x[i] along a row (NCHW), one scale for the row.
-template <typename scalar_t, typename acc_t>
-inline void accumulate_row(acc_t* acc, acc_t s, const scalar_t* x, int64_t n) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    constexpr int64_t V = Vectorized<acc_t>::size();
-    const Vectorized<acc_t> vs(s);
-    for (; i + V <= n; i += V) {
-      const auto r = Vectorized<acc_t>::loadu(acc + i) + vs * Vectorized<acc_t>::loadu(x + i);
-      r.store(acc + i);
-    }
-  }
-  for (; i < n; ++i) acc[i] += s * load<scalar_t, acc_t>(x + i);
-}
-
-template <typename scalar_t, typename acc_t>
-inline void store_activated(scalar_t* out, const acc_t* acc, int64_t n, bool relu) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    constexpr int64_t V = Vectorized<acc_t>::size();
-    const Vectorized<acc_t> zero(acc_t(0));
-    for (; i + V <= n; i += V) {
-      auto v = Vectorized<acc_t>::loadu(acc + i);
-      // blendv keeps NaN where max would too, matching torch.relu.
-      if (relu) v = Vectorized<acc_t>::blendv(v, zero, v < zero);
-      v.store(out + i);
-    }
-  }
-  for (; i < n; ++i) out[i] = static_cast<scalar_t>(activate(acc[i], relu));
-}
 
 // One input of the exchange, with its taps when it is interpolated.
 template <typename scalar_t, typename acc_t>
@@ -133,7 +85,7 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
     // One task = output rows (n, h); the inner loops run over contiguous
     // channel vectors.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(C);
+      std::vector<acc_t> acc(C), blend(C);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, h = row % H;
         for (int64_t w = 0; w < W; ++w) {
@@ -141,57 +93,66 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
           for (const auto& s : src) {
             const scalar_t* base = s.data + n * s.h * s.w * C;
             if (s.same) {
-              accumulate_scaled(acc.data(), s.scale, base + (h * W + w) * C, C);
+              cpu::axpy_channels(acc.data(), s.scale, base + (h * W + w) * C, C);
             } else if (nearest) {
-              accumulate_scaled(acc.data(), s.scale, base + (s.rows.i0[h] * s.w + s.cols.i0[w]) * C, C);
+              cpu::axpy_channels(acc.data(), s.scale, base + (s.rows.i0[h] * s.w + s.cols.i0[w]) * C, C);
             } else {
-              const scalar_t* p00 = base + (s.rows.i0[h] * s.w + s.cols.i0[w]) * C;
-              const scalar_t* p01 = base + (s.rows.i0[h] * s.w + s.cols.i1[w]) * C;
-              const scalar_t* p10 = base + (s.rows.i1[h] * s.w + s.cols.i0[w]) * C;
-              const scalar_t* p11 = base + (s.rows.i1[h] * s.w + s.cols.i1[w]) * C;
+              const int64_t r0 = s.rows.i0[h] * s.w, r1 = s.rows.i1[h] * s.w;
+              const int64_t c0 = s.cols.i0[w], c1 = s.cols.i1[w];
               const acc_t h0 = s.rows.l0[h], h1 = s.rows.l1[h], w0 = s.cols.l0[w], w1 = s.cols.l1[w];
-              for (int64_t c = 0; c < C; ++c) {
-                const acc_t v = h0 * (w0 * load<scalar_t, acc_t>(p00 + c) + w1 * load<scalar_t, acc_t>(p01 + c)) +
-                                h1 * (w0 * load<scalar_t, acc_t>(p10 + c) + w1 * load<scalar_t, acc_t>(p11 + c));
-                acc[c] += s.scale[c] * v;
-              }
+              std::fill(blend.begin(), blend.end(), acc_t(0));
+              cpu::axpy(blend.data(), h0 * w0, base + (r0 + c0) * C, C);
+              cpu::axpy(blend.data(), h0 * w1, base + (r0 + c1) * C, C);
+              cpu::axpy(blend.data(), h1 * w0, base + (r1 + c0) * C, C);
+              cpu::axpy(blend.data(), h1 * w1, base + (r1 + c1) * C, C);
+              cpu::axpy_channels(acc.data(), s.scale, blend.data(), C);
             }
           }
-          store_activated(out_p + (row * W + w) * C, acc.data(), C, relu);
+          cpu::store_activated(out_p + (row * W + w) * C, acc.data(), C, relu);
         }
       }
     });
     return out;
   }
 
-  // NCHW: one task = output rows (n, c, h).
-  at::parallel_for(0, N * C * H, grain_for(W), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(W);
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t h = idx % H, plane = idx / H, c = plane % C;
+  // NCHW: one task = planes (n, c). A smaller input is first interpolated
+  // along W for each of its rows (1/f of the output rows), then blended
+  // along H with whole-row vector operations.
+  at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(H * W), rows_w;
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t c = plane % C;
       std::fill(acc.begin(), acc.end(), shift_sum[c]);
       for (const auto& s : src) {
         const scalar_t* base = s.data + plane * s.h * s.w;
         const acc_t scale = s.scale[c];
         if (s.same) {
-          accumulate_row(acc.data(), scale, base + h * W, W);
-        } else if (nearest) {
-          const scalar_t* r = base + s.rows.i0[h] * s.w;
-          const int64_t* ci = s.cols.i0.data();
-          for (int64_t w = 0; w < W; ++w) acc[w] += scale * load<scalar_t, acc_t>(r + ci[w]);
-        } else {
-          const scalar_t* r0 = base + s.rows.i0[h] * s.w;
-          const scalar_t* r1 = base + s.rows.i1[h] * s.w;
-          const acc_t h0 = scale * s.rows.l0[h], h1 = scale * s.rows.l1[h];
-          for (int64_t w = 0; w < W; ++w) {
-            const int64_t a = s.cols.i0[w], b = s.cols.i1[w];
-            const acc_t w0 = s.cols.l0[w], w1 = s.cols.l1[w];
-            acc[w] += h0 * (w0 * load<scalar_t, acc_t>(r0 + a) + w1 * load<scalar_t, acc_t>(r0 + b)) +
-                      h1 * (w0 * load<scalar_t, acc_t>(r1 + a) + w1 * load<scalar_t, acc_t>(r1 + b));
+          cpu::axpy(acc.data(), scale, base, H * W);
+          continue;
+        }
+        rows_w.resize(s.h * W);
+        for (int64_t qh = 0; qh < s.h; ++qh) {
+          const scalar_t* r = base + qh * s.w;
+          acc_t* t = rows_w.data() + qh * W;
+          if (nearest) {
+            for (int64_t w = 0; w < W; ++w) t[w] = static_cast<acc_t>(r[s.cols.i0[w]]);
+          } else {
+            for (int64_t w = 0; w < W; ++w)
+              t[w] = s.cols.l0[w] * static_cast<acc_t>(r[s.cols.i0[w]]) +
+                     s.cols.l1[w] * static_cast<acc_t>(r[s.cols.i1[w]]);
+          }
+        }
+        for (int64_t h = 0; h < H; ++h) {
+          acc_t* a = acc.data() + h * W;
+          if (nearest) {
+            cpu::axpy(a, scale, rows_w.data() + s.rows.i0[h] * W, W);
+          } else {
+            cpu::axpby(a, scale * s.rows.l0[h], rows_w.data() + s.rows.i0[h] * W, scale * s.rows.l1[h],
+                       rows_w.data() + s.rows.i1[h] * W, W);
           }
         }
       }
-      store_activated(out_p + idx * W, acc.data(), W, relu);
+      cpu::store_activated(out_p + plane * H * W, acc.data(), H * W, relu);
     }
   });
   return out;
