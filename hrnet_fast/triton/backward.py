@@ -30,7 +30,7 @@ from torch.library import wrap_triton
 
 from .. import ops as _ops
 from . import config
-from .forward import DIRECT, _offset, input_kind
+from .forward import DIRECT, _offset, input_kind, is_flat
 from .index import linear_scale, readers, tap_weight
 
 MIN_BLOCK_P = min([c.kwargs["BLOCK_P"] for c in config.BACKWARD_CONFIGS] + [config.INTERP_BLOCK_P])
@@ -58,6 +58,7 @@ def exchange_bwd_kernel(
     sc_ptr, psum_g_ptr, psum_gx_ptr,
     C, H, W, h, w, HWIN, HW, CL, nsh, nsw, bsh, bsw, iter_h, iter_w, tile_rows,
     KIND: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr, RELU: tl.constexpr,
+    FLAT_G: tl.constexpr, FLAT_O: tl.constexpr, FLAT_X: tl.constexpr, FLAT_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """grad_x = scale * G over one tile of source pixels, plus this tile's
@@ -75,8 +76,14 @@ def exchange_bwd_kernel(
     gbase = _offset(n, gsN, I64) + _offset(c, gsC, I64)[None, :]
     obase = _offset(n, osN, I64) + _offset(c, osC, I64)[None, :]
     if KIND == 0:
-        goff = gbase + (_offset(qh, gsH, I64) + _offset(qw, gsW, I64))[:, None]
-        ooff = obase + (_offset(qh, osH, I64) + _offset(qw, osW, I64))[:, None]
+        if FLAT_G:
+            goff = gbase + _offset(q, gsW, I64)[:, None]
+        else:
+            goff = gbase + (_offset(qh, gsH, I64) + _offset(qw, gsW, I64))[:, None]
+        if FLAT_O:
+            ooff = obase + _offset(q, osW, I64)[:, None]
+        else:
+            ooff = obase + (_offset(qh, osH, I64) + _offset(qw, osW, I64))[:, None]
         G = _masked_grad(grad_ptr, out_ptr, goff, ooff, mask, RELU, F64)
     else:
         BIL: tl.constexpr = KIND == 2
@@ -105,12 +112,20 @@ def exchange_bwd_kernel(
                 m = valid[:, None] & cmask[None, :]
                 g = _masked_grad(grad_ptr, out_ptr, goff, ooff, m, RELU, F64)
                 G += (wh * ww).to(G.dtype)[:, None] * g
-    xoff = (_offset(n, xsN, I64) + _offset(c, xsC, I64)[None, :]
-            + (_offset(qh, xsH, I64) + _offset(qw, xsW, I64))[:, None])
+    # Source-sized tensors: flat pixel addressing when rows follow each other
+    # (see forward._term), so the compiler sees contiguous NCHW rows.
+    if FLAT_X:
+        xpix = _offset(q, xsW, I64)
+    else:
+        xpix = _offset(qh, xsH, I64) + _offset(qw, xsW, I64)
+    xoff = _offset(n, xsN, I64) + _offset(c, xsC, I64)[None, :] + xpix[:, None]
     x = tl.load(x_ptr + xoff, mask=mask, other=0.0).to(G.dtype)
     s = tl.load(sc_ptr + c, mask=cmask, other=0.0).to(G.dtype)
-    doff = (_offset(n, dsN, I64) + _offset(c, dsC, I64)[None, :]
-            + (_offset(qh, dsH, I64) + _offset(qw, dsW, I64))[:, None])
+    if FLAT_D:
+        dpix = _offset(q, dsW, I64)
+    else:
+        dpix = _offset(qh, dsH, I64) + _offset(qw, dsW, I64)
+    doff = _offset(n, dsN, I64) + _offset(c, dsC, I64)[None, :] + dpix[:, None]
     tl.store(gx_ptr + doff, (G * s[None, :]).to(gx_ptr.dtype.element_ty), mask=mask)
     row = n * tile_rows + pid_p
     tl.store(psum_g_ptr + row * C + c, tl.sum(G, 0), mask=cmask)
@@ -138,6 +153,8 @@ def _launch_one(grad: Tensor, out: Tensor, x: Tensor, scale_row: Tensor, mode: s
         nsh, nsw, bsh, bsw, config.search_steps(height), config.search_steps(width), tile_rows,
         KIND=input_kind(x, size, mode), ALIGN=bool(align_corners and mode == "bilinear"),
         F64=x.dtype == torch.float64, I64=config.needs_int64([grad, out, x, gx]), RELU=bool(relu),
+        FLAT_G=is_flat(grad, size), FLAT_O=is_flat(out, size), FLAT_X=is_flat(x, (h, w)),
+        FLAT_D=is_flat(gx, (h, w)),
         **config.fixed_meta(),
     )
     return gx, psum_g.sum(0), psum_gx.sum(0)

@@ -36,10 +36,12 @@ def _offset(v, stride, I64: tl.constexpr):
 
 
 @triton.jit
-def _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, oh, ow, mask,
-          KIND: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr):
+def _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, p, oh, ow, mask,
+          KIND: tl.constexpr, FLAT: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr):
     """interp(x)[n, c, oh, ow] for one input, as a [BLOCK_P, BLOCK_C] tile in
-    the accumulation dtype."""
+    the accumulation dtype. FLAT: a same-size input whose rows follow each
+    other (sH == W * sW), so the pixel offset is p * sW, which the compiler
+    can see is contiguous (it cannot see through p // W and p % W)."""
     if F64:
         acc_ty = tl.float64
     else:
@@ -47,7 +49,10 @@ def _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, oh, ow, m
     base = x_ptr + _offset(n, sN, I64)
     coff = _offset(c, sC, I64)[None, :]
     if KIND == 0:
-        rows = _offset(oh, sH, I64) + _offset(ow, sW, I64)
+        if FLAT:
+            rows = _offset(p, sW, I64)
+        else:
+            rows = _offset(oh, sH, I64) + _offset(ow, sW, I64)
         v = tl.load(base + coff + rows[:, None], mask=mask, other=0.0).to(acc_ty)
     elif KIND == 1:
         ih = nearest_source(oh, h, H, nsh)
@@ -76,13 +81,13 @@ def _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, oh, ow, m
 
 @triton.jit
 def _affine_term(acc, sc_ptr, sh_ptr, j: tl.constexpr, C, c, cmask,
-                 x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, oh, ow, mask,
-                 KIND: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr):
+                 x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, p, oh, ow, mask,
+                 KIND: tl.constexpr, FLAT: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr):
     """acc + scale_j * interp(x_j) + shift_j (interpolation weights sum to
     one, so the affine commutes with it)."""
     if KIND >= 0:
-        v = _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, oh, ow, mask,
-                  KIND, ALIGN, F64, I64)
+        v = _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, p, oh, ow, mask,
+                  KIND, FLAT, ALIGN, F64, I64)
         s = tl.load(sc_ptr + j * C + c, mask=cmask, other=0.0).to(acc.dtype)
         b = tl.load(sh_ptr + j * C + c, mask=cmask, other=0.0).to(acc.dtype)
         acc += v * s[None, :] + b[None, :]
@@ -99,6 +104,7 @@ def exchange_fwd_kernel(
     x3_ptr, x3_sN, x3_sC, x3_sH, x3_sW, x3_h, x3_w, x3_nsh, x3_nsw, x3_bsh, x3_bsw,
     C, H, W, HW, CL, syN, syC, syH, syW,
     KIND0: tl.constexpr, KIND1: tl.constexpr, KIND2: tl.constexpr, KIND3: tl.constexpr,
+    FLAT0: tl.constexpr, FLAT1: tl.constexpr, FLAT2: tl.constexpr, FLAT3: tl.constexpr, FLAT_Y: tl.constexpr,
     ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr, RELU: tl.constexpr,
     HAS_ACC: tl.constexpr, STORE_ACC: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -120,22 +126,25 @@ def exchange_fwd_kernel(
         acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float64)
     else:
         acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
-    yoff = (_offset(n, syN, I64) + _offset(c, syC, I64)[None, :]
-            + (_offset(oh, syH, I64) + _offset(ow, syW, I64))[:, None])
+    if FLAT_Y:
+        ypix = _offset(p, syW, I64)
+    else:
+        ypix = _offset(oh, syH, I64) + _offset(ow, syW, I64)
+    yoff = _offset(n, syN, I64) + _offset(c, syC, I64)[None, :] + ypix[:, None]
     if HAS_ACC:
         acc += tl.load(acc_ptr + yoff, mask=mask, other=0.0).to(acc.dtype)
     acc = _affine_term(acc, sc_ptr, sh_ptr, 0, C, c, cmask,
                        x0_ptr, x0_sN, x0_sC, x0_sH, x0_sW, x0_h, x0_w, H, W, x0_nsh, x0_nsw, x0_bsh, x0_bsw,
-                       n, oh, ow, mask, KIND0, ALIGN, F64, I64)
+                       n, p, oh, ow, mask, KIND0, FLAT0, ALIGN, F64, I64)
     acc = _affine_term(acc, sc_ptr, sh_ptr, 1, C, c, cmask,
                        x1_ptr, x1_sN, x1_sC, x1_sH, x1_sW, x1_h, x1_w, H, W, x1_nsh, x1_nsw, x1_bsh, x1_bsw,
-                       n, oh, ow, mask, KIND1, ALIGN, F64, I64)
+                       n, p, oh, ow, mask, KIND1, FLAT1, ALIGN, F64, I64)
     acc = _affine_term(acc, sc_ptr, sh_ptr, 2, C, c, cmask,
                        x2_ptr, x2_sN, x2_sC, x2_sH, x2_sW, x2_h, x2_w, H, W, x2_nsh, x2_nsw, x2_bsh, x2_bsw,
-                       n, oh, ow, mask, KIND2, ALIGN, F64, I64)
+                       n, p, oh, ow, mask, KIND2, FLAT2, ALIGN, F64, I64)
     acc = _affine_term(acc, sc_ptr, sh_ptr, 3, C, c, cmask,
                        x3_ptr, x3_sN, x3_sC, x3_sH, x3_sW, x3_h, x3_w, H, W, x3_nsh, x3_nsw, x3_bsh, x3_bsw,
-                       n, oh, ow, mask, KIND3, ALIGN, F64, I64)
+                       n, p, oh, ow, mask, KIND3, FLAT3, ALIGN, F64, I64)
     if STORE_ACC:
         tl.store(acc_ptr + yoff, acc.to(acc_ptr.dtype.element_ty), mask=mask)
     else:
@@ -149,6 +158,13 @@ def input_kind(x: Tensor, size: Sequence[int], mode: str) -> int:
     if tuple(x.shape[-2:]) == (size[0], size[1]):
         return DIRECT
     return NEAREST if mode == "nearest" else BILINEAR
+
+
+def is_flat(x: Tensor, size: Sequence[int]) -> bool:
+    """A tensor of the output size whose pixel (h, w) sits at (h * W + w) * sW:
+    its pixels can be addressed by the flat pixel index."""
+    return (tuple(x.shape[-2:]) == (size[0], size[1])
+            and (x.shape[2] == 1 or x.stride(2) == size[1] * x.stride(3)))
 
 
 def _slot_args(x: Tensor, size: Sequence[int], align_corners: bool) -> list:
@@ -177,15 +193,17 @@ def launch_forward(out: Tensor, inputs: List[Tensor], scales: Tensor, shifts: Te
     kernel = wrap_triton(exchange_fwd_kernel)
     for ci, chunk in enumerate(chunks):
         first, last = ci == 0, ci == len(chunks) - 1
-        slots, kinds = [], []
+        slots, kinds, flats = [], [], []
         for j in range(MAX_SLOTS):
             if j < len(chunk):
                 x = inputs[chunk[j]]
                 slots += _slot_args(x, size, align_corners)
                 kinds.append(input_kind(x, size, mode))
+                flats.append(is_flat(x, size))
             else:  # unused slot: any valid pointer, never read
                 slots += _slot_args(inputs[chunk[0]], size, align_corners)
                 kinds.append(UNUSED)
+                flats.append(False)
         sc = scales[chunk[0]:chunk[-1] + 1]
         sh = shifts[chunk[0]:chunk[-1] + 1]
         grid = lambda m: (triton.cdiv(height * width, m["BLOCK_P"]), triton.cdiv(channels, m["BLOCK_C"]),
@@ -194,6 +212,7 @@ def launch_forward(out: Tensor, inputs: List[Tensor], scales: Tensor, shifts: Te
             out, acc_buf if acc_buf is not None else out, sc, sh, *slots,
             channels, height, width, height * width, cl, *out.stride(),
             KIND0=kinds[0], KIND1=kinds[1], KIND2=kinds[2], KIND3=kinds[3],
+            FLAT0=flats[0], FLAT1=flats[1], FLAT2=flats[2], FLAT3=flats[3], FLAT_Y=is_flat(out, size),
             ALIGN=bool(align_corners and mode == "bilinear"), F64=f64, I64=i64, RELU=bool(relu),
             HAS_ACC=not first, STORE_ACC=not last, **meta,
         )
