@@ -37,6 +37,9 @@ def axis_scales(n_in: int, n_out: int, align_corners: bool) -> Tuple[float, floa
     """(nearest scale, bilinear scale) for one axis, in float32 exactly as
     ATen computes them, returned as Python floats holding float32 values (a
     float kernel argument is float32, so they arrive unchanged)."""
+    # int() first: under dynamic-shape tracing these may be SymInts, which
+    # numpy cannot take (int() specializes on the value, as it must here).
+    n_in, n_out = int(n_in), int(n_out)
     f32 = np.float32
     nscale = f32(n_in) / f32(n_out)
     if align_corners:
