@@ -1,0 +1,233 @@
+"""convert() on timm HRNets: equivalence in eval and train, API contract
+(state_dict, type, idempotence, errors), copies, and execution modes."""
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+
+import hrnet_fast
+from test_convert_common import (assert_close_lists, assert_same_state, eval_matches, loss_of, pair,
+                                 randomize_bn, train_step_matches)
+
+timm = pytest.importorskip("timm")
+
+X = (2, 3, 64, 64)  # smallest size whose branches all divide evenly (stride 32)
+
+
+def timm_features(name: str) -> nn.Module:
+    # features_only returns every branch of stage 4, so all exchange rows
+    # are compared, not just what the classifier head looks at.
+    return timm.create_model(name, pretrained=False, features_only=True)
+
+
+@pytest.mark.parametrize("name", ["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18"])
+def test_timm_eval_matches(name):
+    ref, fused = pair(timm_features(name))
+    assert len(hrnet_fast.fused_modules(fused)) > 0
+    eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+
+
+def test_timm_w32_eval_matches():
+    # the big width: eval only, one small image (keeps CI fast)
+    ref, fused = pair(timm_features("hrnet_w32"))
+    assert len(hrnet_fast.fused_modules(fused)) == 8
+    eval_matches(ref, fused, torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18"])
+def test_timm_train_matches(name):
+    ref, fused = pair(timm_features(name))
+    train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_backends_match(backend):
+    ref, fused = pair(timm_features("hrnet_w18_small"), backend=backend)
+    assert {m.fused_exchange.backend for m in hrnet_fast.fused_modules(fused)} == {backend}
+    eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+    train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+
+
+def test_classifier_model_float32():
+    ref, fused = pair(timm.create_model("hrnet_w18_small", pretrained=False, num_classes=7), dtype=torch.float32)
+    eval_matches(ref, fused, torch.randn(1, 3, 64, 96), atol=1e-4, rtol=1e-4)
+
+
+def test_state_dict_type_and_no_own_parameters():
+    model = randomize_bn(timm_features("hrnet_w18_small"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cls = type(model)
+    out = hrnet_fast.convert(model)
+    assert out is model and type(model) is cls
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+    for m in hrnet_fast.fused_modules(model):
+        assert isinstance(m.fused_exchange, hrnet_fast.FusedExchange)
+        assert list(m.fused_exchange.parameters()) == [] and list(m.fused_exchange.buffers()) == []
+        assert type(m).__name__ == "HighResolutionModule"
+    # parameters are not registered twice
+    assert len(list(model.parameters())) == len({id(p) for p in model.parameters()})
+
+
+def test_checkpoint_round_trip():
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    plain = timm_features("hrnet_w18_small").double()
+    fresh_fused = hrnet_fast.convert(timm_features("hrnet_w18_small").double())
+    fresh_fused.load_state_dict(ref.state_dict())  # plain checkpoint -> converted
+    plain.load_state_dict(fused.state_dict())  # converted checkpoint -> plain
+    x = torch.randn(X, dtype=torch.float64)
+    eval_matches(ref, fresh_fused, x)
+    eval_matches(ref, plain, x)
+
+
+def test_nothing_to_convert():
+    with pytest.raises(ValueError, match="nothing to convert"):
+        hrnet_fast.convert(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
+    assert hrnet_fast.fused_modules(nn.Conv2d(3, 3, 1)) == []
+
+
+def test_convert_twice_changes_nothing():
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    mods = hrnet_fast.fused_modules(fused)
+    state = [(m.fused_exchange, m.forward) for m in mods]
+    keys = list(fused.state_dict())
+    assert hrnet_fast.convert(fused, backend="reference", mode="bilinear") is fused
+    assert hrnet_fast.fused_modules(fused) == mods
+    assert [(m.fused_exchange, m.forward) for m in mods] == state
+    assert mods[0].fused_exchange.backend == "auto" and mods[0].fused_exchange.mode == "nearest"
+    assert list(fused.state_dict()) == keys
+    eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+
+
+def test_mode_conflicting_with_upsample_children_is_an_error():
+    with pytest.raises(ValueError, match="conflicts"):
+        hrnet_fast.convert(timm_features("hrnet_w18_small"), mode="bilinear")
+
+
+def test_deepcopy_and_pickle():
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    x = torch.randn(X, dtype=torch.float64)
+    for clone in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        mods = hrnet_fast.fused_modules(clone)
+        assert len(mods) == len(hrnet_fast.fused_modules(fused))
+        for m in mods:  # each copy drives its own layers, not the original's
+            assert m.fused_exchange.host is m and m.forward.__self__ is m.fused_exchange
+        eval_matches(ref, clone, x)
+    buf = io.BytesIO()
+    torch.save(fused, buf)
+    buf.seek(0)
+    eval_matches(ref, torch.load(buf, weights_only=False), x)
+
+
+def test_non_divisible_size_fails_like_unconverted():
+    # 72x56 -> branches 18x14, 9x7, 5x4, 3x2: nearest x2 of 5x4 is 10x8, not
+    # 9x7, so timm's sum fails; the converted model must fail the same way.
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    x = torch.randn(1, 3, 72, 56, dtype=torch.float64)
+    for m in (ref, fused):
+        m.eval()
+        with pytest.raises(RuntimeError, match="must match the size"):
+            m(x)
+
+
+def test_no_grad_and_inference_mode():
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    ref.eval()
+    fused.eval()
+    x = torch.randn(X, dtype=torch.float64)
+    with torch.no_grad():
+        expect = ref(x)
+    with torch.inference_mode():
+        got = fused(x)
+    assert_close_lists(expect, got)
+    with torch.no_grad():  # cached folds made in inference mode must not leak out
+        assert_close_lists(expect, fused(x))
+    xg = x.clone().requires_grad_()
+    out = fused(xg)
+    loss_of(out).backward()
+    assert xg.grad is not None
+
+
+def _close_scaled(got, want, tol):
+    # float32 through an untrained deep net: compare against the magnitude
+    # of the tensor, not element-wise (tiny elements carry large relative noise)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= tol * want.abs().max()
+
+
+def test_channels_last():
+    ref, fused = pair(timm_features("hrnet_w18_small"), dtype=torch.float32)
+    ref = ref.to(memory_format=torch.channels_last)
+    fused = fused.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 64, 64).to(memory_format=torch.channels_last)
+    ref.eval()
+    fused.eval()
+    with torch.no_grad():
+        a, b = ref(x), fused(x)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in b)
+    for p, q in zip(a, b):
+        _close_scaled(q, p, 1e-5)
+    ref.train()
+    fused.train()
+    a, b = ref(x), fused(x)
+    for p, q in zip(a, b):
+        _close_scaled(q, p, 1e-5)
+    loss_of(a).backward()
+    loss_of(b).backward()
+    for (name, p), q in zip(ref.named_parameters(), fused.parameters()):
+        _close_scaled(q.grad, p.grad, 1e-4)
+    for (name, p), q in zip(ref.state_dict().items(), fused.state_dict().values()):
+        _close_scaled(q.float(), p.float(), 1e-5)
+
+
+def _rel_err(t, ref):
+    return ((t.float() - ref).norm() / ref.norm()).item()
+
+
+def test_autocast_bfloat16():
+    # bf16 rounding differs between any two summation orders, so compare the
+    # converted model's error against float32 with the unconverted one's.
+    ref, fused = pair(timm_features("hrnet_w18_small"), dtype=torch.float32)
+    ref.eval()
+    fused.eval()
+    x = torch.randn(X)
+    with torch.no_grad():
+        exact = ref(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = ref(x), fused(x)
+    assert [t.dtype for t in a] == [t.dtype for t in b]
+    for e, p, q in zip(exact, a, b):
+        assert _rel_err(q, e) <= 2 * _rel_err(p, e) + 1e-3
+    # the exchange fed float32 under autocast: the float32 identity plus a
+    # bf16 conv term promotes to float32, as the unconverted sum does
+    host = hrnet_fast.fused_modules(fused)[0]
+    xs = [torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
+    with torch.no_grad():
+        exact = torch.relu(xs[0] + host.fuse_layers[0][1](xs[1]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = torch.relu(xs[0] + host.fuse_layers[0][1](xs[1]))
+            got = host.fused_exchange(xs)[0]
+    assert plain.dtype == got.dtype == torch.float32
+    assert _rel_err(got, exact) <= 2 * _rel_err(plain, exact) + 1e-3
+
+
+def test_train_step_with_optimizer_then_eval():
+    # running buffers and weights move during training; the eval fold must
+    # follow them (no stale cache)
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    x = torch.randn(X, dtype=torch.float64)
+    eval_matches(ref, fused, x)  # fills the fold cache
+    for model in (ref, fused):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model.train()
+        loss_of(model(x.clone())).backward()
+        opt.step()
+    assert_same_state(ref, fused, atol=1e-8, rtol=1e-6)
+    eval_matches(ref, fused, x, atol=1e-8, rtol=1e-6)
