@@ -41,7 +41,7 @@ def pytest_addoption(parser):
                     help="auto = bfloat16 channels_last on CUDA, float32 NCHW on CPU")
     group.addoption("--exchange-compile", action="store_true",
                     help="also time torch.compile of the reference on the W48 seg stage-4 cases")
-    group.addoption("--exchange-rounds", type=int, default=0, help="timed rounds per benchmark (0: 30 GPU, 10 CPU)")
+    group.addoption("--exchange-rounds", type=int, default=0, help="timed rounds per benchmark (0: 20 GPU, 10 CPU)")
     group.addoption("--exchange-log", default=None,
                     help="append one JSON line per benchmark here as it finishes (survives a timeout)")
 
@@ -58,7 +58,7 @@ class BenchEnv:
         self.dtype = getattr(torch, dt)
         self.channels_last = self.device == "cuda"
         rounds = config.getoption("--exchange-rounds")
-        self.rounds = rounds or (30 if self.device == "cuda" else 10)
+        self.rounds = rounds or (20 if self.device == "cuda" else 10)
         self.warmup = 5 if self.device == "cuda" else 2
         self.log = config.getoption("--exchange-log")
 

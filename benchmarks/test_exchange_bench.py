@@ -61,7 +61,7 @@ def _device_ms(fn: Callable[[], object]) -> Optional[float]:
         from triton.testing import do_bench
     except ImportError:
         return None
-    return float(do_bench(fn, warmup=10, rep=40, return_mode="median"))
+    return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
 
 
 def test_exchange(benchmark, bench_env, xcase: ExchangeCase, backend: str, direction: str) -> None:

@@ -10,11 +10,14 @@ side by side in one process, and prints a table:
         --dtype bfloat16 --channels-last --variants eager,fused,compile
 
 Exit status: 0 when every variant ran, 1 when one failed (the table and the
-files still show the others), 2 for bad arguments.
+files still show the others), 2 for bad arguments, 124 when SIGTERM (e.g.
+from `timeout`) stopped the run early: what was measured is still printed
+and written.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import List, Optional, Sequence
 
@@ -119,30 +122,40 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run `hrnet-fast bench`; return the exit status."""
     from .bench import plotting, reporting
-    from .bench.runner import check_device, run_case
+    from .bench.runner import Interrupted, check_device, run_case
 
     cases = cases_from_args(args, parser)
     try:
         check_device(cases[0].device)
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
+
+    def _stop(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    # `timeout` sends SIGTERM: finish with what was measured instead of dying.
+    previous = signal.signal(signal.SIGTERM, _stop)
     reports = []
-    for case in cases:
-        try:
-            report = run_case(case, show_progress=not args.no_progress,
-                              log=lambda s: print(f"hrnet-fast bench: {s}", file=sys.stderr, flush=True))
-        except Exception as exc:
-            hint = ""
-            if case.size[0] % 32 or case.size[1] % 32:
-                hint = " (hint: HRNet models with nearest upsampling need H and W divisible by 32)"
-            print(f"hrnet-fast bench: error: {case.label}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
-            if reports and args.json:
+    try:
+        for case in cases:
+            try:
+                report = run_case(case, show_progress=not args.no_progress,
+                                  log=lambda s: print(f"hrnet-fast bench: {s}", file=sys.stderr, flush=True))
+            except (Exception, Interrupted) as exc:
+                hint = ""
+                if case.size[0] % 32 or case.size[1] % 32:
+                    hint = " (hint: HRNet models with nearest upsampling need H and W divisible by 32)"
+                what = "stopped by SIGTERM (time limit)" if isinstance(exc, Interrupted) else \
+                    f"{type(exc).__name__}: {exc}{hint}"
+                print(f"hrnet-fast bench: error: {case.label}: {what}", file=sys.stderr)
+                return 1
+            reporting.print_report(report)
+            reports.append(report)
+            if args.json:  # after every case, so a later failure keeps the earlier ones
                 reporting.write_json(reports, args.json)
-            return 1
-        reporting.print_report(report)
-        reports.append(report)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
-        reporting.write_json(reports, args.json)
         print(f"wrote {args.json}")
     if args.plot:
         if plotting.have_matplotlib():
@@ -151,6 +164,10 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             print(f"hrnet-fast bench: matplotlib is not installed; no plot written to {args.plot}",
                   file=sys.stderr)
+    if any(r.get("interrupted") for r in reports):
+        print("hrnet-fast bench: error: stopped early by SIGTERM (time limit); the figures above come from "
+              "fewer rounds than asked", file=sys.stderr)
+        return 124
     failed = [f"{e['variant']} ({r['model']})" for r in reports for e in r.get("errors", [])]
     if failed:
         print(f"hrnet-fast bench: error: variant(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -34,6 +34,12 @@ class VariantError(RuntimeError):
     """A variant could not be built or run."""
 
 
+class Interrupted(BaseException):
+    """Raised (by a signal handler the caller installs, e.g. for SIGTERM from
+    `timeout`) to stop a run early: the variants and rounds done so far are
+    still reported."""
+
+
 @dataclass
 class Variant:
     """A model prepared for timing and what its first call gave."""
@@ -161,6 +167,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
     variants: Dict[str, Variant] = {n: Variant(n, backend=fused_backend(n, case.backend) if n.startswith("fused")
                                                else None) for n in names}
     n = len(names)
+    interrupted = False
     warm_rounds = max(case.warmup - 1, 1)
     total = n + warm_rounds * n + case.iters * n + n
     with Progress(total, f"{case.label}: first calls", enabled=show_progress) as bar:
@@ -179,27 +186,50 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
                 v.first_call_s = time.perf_counter() - t0
                 v.output = flat_output(out)
                 del out
+            except Interrupted:
+                if name == "eager":
+                    raise
+                v.error, v.step = "stopped by the time limit during its first call (compile/warm-up)", None
+                interrupted = True
+                log(f"variant {name}: {v.error}; reporting the others with a short run")
             except Exception as exc:  # noqa: BLE001 - a broken variant must not hide the others
                 if name == "eager":
                     raise
                 v.error, v.step = _short(exc), None
                 log(f"variant {name} failed: {v.error}")
             bar.advance()
+            if interrupted:
+                break
+        for name in names:  # variants never reached after an interruption
+            if variants[name].step is None and variants[name].error is None:
+                variants[name].error = "not run: stopped by the time limit"
         ok = {name: v.step for name, v in variants.items() if v.step is not None}
-        bar.describe(f"{case.model}: warm-up")
-        warm = timing.paired_rounds(ok, warm_rounds, case.device, on_call=bar.advance)
-        round_ms = sum(min(s) for s in warm.values())
-        budget = None if case.time_budget_s is None else case.time_budget_s - (time.perf_counter() - t_start)
-        rounds = timing.rounds_within(budget, round_ms, case.iters)
-        bar.set_total(n + warm_rounds * n + rounds * len(ok) + n)
-        bar.describe(f"{case.model}: timing {rounds} paired rounds")
-        samples = timing.paired_rounds(ok, rounds, case.device, on_call=bar.advance)
-        bar.describe(f"{case.model}: peak memory")
+        samples: Dict[str, List[float]] = {name: [] for name in ok}
         mem: Dict[str, Any] = {}
         method = None
-        for name, step in ok.items():
-            mem[name], method = memory.peak_memory_mb(step, case.device)
-            bar.advance()
+        rounds = 0
+        try:
+            bar.describe(f"{case.model}: warm-up")
+            warm = timing.paired_rounds(ok, 1 if interrupted else warm_rounds, case.device, on_call=bar.advance)
+            round_ms = sum(min(s) for s in warm.values())
+            budget = None if case.time_budget_s is None else case.time_budget_s - (time.perf_counter() - t_start)
+            rounds = min(3, case.iters) if interrupted else timing.rounds_within(budget, round_ms, case.iters)
+            bar.set_total(n + warm_rounds * n + rounds * len(ok) + n)
+            bar.describe(f"{case.model}: timing {rounds} paired rounds")
+            timing.paired_rounds(ok, rounds, case.device, on_call=bar.advance, into=samples)
+            if not interrupted:
+                bar.describe(f"{case.model}: peak memory")
+                for name, step in ok.items():
+                    mem[name], method = memory.peak_memory_mb(step, case.device)
+                    bar.advance()
+        except Interrupted:
+            interrupted = True
+            log("stopped by the time limit: reporting the rounds done so far")
+        if not samples.get("eager"):
+            raise VariantError("stopped before any timed round of eager completed")
+        rounds = min(len(v) for v in samples.values() if v)
+        for name in [k for k, v in samples.items() if not v]:
+            variants[name].error, variants[name].step = "stopped by the time limit before a timed round", None
     eager = variants["eager"]
     eager_median = timing.summarize(samples["eager"])["median_ms"]
     results: List[Dict[str, Any]] = []
@@ -241,5 +271,6 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
         "peak_mem_method": method,
         "hrnet_fast": getattr(hrnet_fast, "__version__", None),
         "backends": hrnet_fast.backends(),
+        "interrupted": interrupted,
         "wall_s": time.perf_counter() - t_start,
     }

@@ -48,11 +48,15 @@ def rotation(names: Sequence[str], round_index: int) -> List[str]:
 
 
 def paired_rounds(steps: Mapping[str, Callable[[], Any]], rounds: int, device: str,
-                  on_call: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
+                  on_call: Optional[Callable[[], None]] = None,
+                  into: Optional[Dict[str, List[float]]] = None) -> Dict[str, List[float]]:
     """Call every step once per round, in rotating order, for `rounds`
-    rounds; return each step's per-call times in milliseconds."""
+    rounds; return each step's per-call times in milliseconds (appended to
+    `into` when given, so an interrupted run keeps what it measured)."""
     names = list(steps)
-    samples: Dict[str, List[float]] = {n: [] for n in names}
+    samples: Dict[str, List[float]] = into if into is not None else {n: [] for n in names}
+    for n in names:
+        samples.setdefault(n, [])
     for r in range(rounds):
         for name in rotation(names, r):
             ms, _ = time_call(steps[name], device)

@@ -1,0 +1,142 @@
+"""`hrnet-fast bench`: the JSON layout and values, the plot, argument errors,
+and graceful degradation without rich or matplotlib. Tiny cases only."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hrnet_fast import cli
+from hrnet_fast.bench import config, reporting, timing
+
+TINY = ["bench", "--device", "cpu", "--model", "hrnet_w18_small", "--size", "64x64", "--batch", "1",
+        "--iters", "2", "--warmup", "1", "--no-progress"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One inference run, eager vs fused, shared by the layout tests."""
+    d = tmp_path_factory.mktemp("bench")
+    rc = cli.main(TINY + ["--variants", "eager,fused", "--json", str(d / "out.json"), "--plot", str(d / "out.png")])
+    return rc, json.loads((d / "out.json").read_text()), (d / "out.png").read_bytes()
+
+
+def test_json_layout(tiny_run):
+    rc, doc, _ = tiny_run
+    assert rc == 0
+    assert isinstance(doc["device"], str) and doc["device"] == "cpu"
+    assert doc["torch"] == torch.__version__
+    assert doc["model"] == "hrnet_w18_small"
+    assert doc["input"] == [1, 3, 64, 64]
+    assert doc["dtype"] == "float32"
+    assert doc["train"] is False
+    assert [r["variant"] for r in doc["results"]] == ["eager", "fused"]
+    for r in doc["results"]:
+        for key in ("median_ms", "p10_ms", "p90_ms", "rel_err_vs_eager"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]), (key, r)
+        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["median_ms"] > 0
+        assert r["peak_mem_mb"] is None or (isinstance(r["peak_mem_mb"], float) and r["peak_mem_mb"] >= 0)
+        assert r["samples"] == 2
+
+
+def test_fused_matches_eager(tiny_run):
+    _, doc, _ = tiny_run
+    by = {r["variant"]: r for r in doc["results"]}
+    assert by["eager"]["rel_err_vs_eager"] == 0.0
+    assert by["fused"]["rel_err_vs_eager"] < 1e-4
+    assert math.isclose(by["fused"]["speedup_vs_eager"], by["eager"]["median_ms"] / by["fused"]["median_ms"])
+
+
+def test_plot_is_png(tiny_run):
+    _, _, png = tiny_run
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+
+def test_train_step(tmp_path):
+    out = tmp_path / "train.json"
+    rc = cli.main(TINY[:-4] + ["--iters", "1", "--warmup", "1", "--no-progress", "--train",
+                               "--variants", "eager,fused", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert rc == 0 and doc["train"] is True and doc["input"] == [1, 3, 64, 64]
+    fused = doc["results"][1]
+    assert fused["variant"] == "fused" and fused["rel_err_vs_eager"] < 1e-4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "64by48"], "invalid size"),
+    (["--size", "0x48"], "invalid size"),
+    (["--model", "resnet50"], "unknown model"),
+    (["--model", "hrnet_w999"], "unknown model"),
+    (["--model", "w32"], "needs --head"),
+    (["--model", "hrnet_w18_small", "--head", "pose"], "--head applies"),
+    (["--variants", "eager,turbo"], "unknown variant"),
+    (["--batch", "0"], "positive integer"),
+    (["--dtype", "float64"], "invalid choice"),
+])
+def test_bad_arguments(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--device", "cpu"] + args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "hrnet-fast bench: error:" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is present")
+def test_cuda_without_gpu(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--device", "cuda", "--model", "hrnet_w18_small"])
+    assert exc.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "bench" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    res = subprocess.run([sys.executable, "-m", "hrnet_fast", "bench", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "--variants" in res.stdout
+
+
+def test_without_rich_and_matplotlib(tiny_run, monkeypatch, capsys, tmp_path):
+    """Plain-text table, no plot, still exit 0 when rich and matplotlib are missing."""
+    _, doc, _ = tiny_run
+    for mod in ("rich", "rich.console", "rich.table", "rich.progress", "matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    reporting.print_report(doc)
+    out = capsys.readouterr().out
+    assert "variant" in out and "fused" in out and "┃" not in out
+    from hrnet_fast.bench import plotting
+
+    assert not plotting.have_matplotlib()
+
+
+def test_parsers():
+    assert config.parse_size("256x192") == (256, 192)
+    assert config.parse_size(" 8 X 5 ") == (8, 5)
+    assert config.parse_variants("eager, fused[triton],compile,eager") == ["eager", "fused[triton]", "compile"]
+    avail = {"reference": True, "cpu": True, "cuda": True, "triton": True}
+    assert config.expand_variants(["fused", "compile"], "auto", "cuda", avail) == \
+        ["eager", "fused[triton]", "fused[cuda]", "compile"]
+    assert config.expand_variants(["fused"], "auto", "cpu", avail) == ["eager", "fused"]
+    assert config.expand_variants(["fused"], "triton", "cuda", avail) == ["eager", "fused[triton]"]
+
+
+def test_timing_helpers():
+    assert timing.rotation(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert timing.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 10) == pytest.approx(1.4)
+    s = timing.summarize([3.0, 1.0, 2.0])
+    assert s["median_ms"] == 2.0 and s["p10_ms"] <= 2.0 <= s["p90_ms"]
+    assert timing.rounds_within(1.0, 100.0, 50) == 10
+    assert timing.rounds_within(0.01, 100.0, 50) == 3
+    calls = []
+    samples = timing.paired_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, "cpu")
+    assert calls == ["a", "b", "b", "a"] and all(len(v) == 2 for v in samples.values())
