@@ -71,3 +71,32 @@ def test_conv_terms_without_relu_and_single_input():
     assert_close_nonzero(y, r, rtol=1e-4, atol=1e-4)
     for g, w in zip(got, want):
         assert_close_nonzero(g, w, rtol=1e-3, atol=1e-3)
+
+
+def test_one_pass_kernel_is_the_path_taken(monkeypatch):
+    # The conv terms must reach the implicit-GEMM op, not the library path.
+    import hrnet_fast.triton.conv as conv_mod
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("library path taken")
+
+    monkeypatch.setattr(conv_mod, "_library_path", refuse)
+    xs, ss, bs = make_inputs(1, 18, (4, 3), [(2, 2)])
+    convs = _terms(18, [(20, 8, 5, True), (9, 7, 6, True), (4, 8, 6, False)])  # three terms, both parities
+    convs = [(a[:1], w, b) for a, w, b in convs]
+    y = hrnet_fast.exchange(xs, ss, bs, convs=convs, mode="nearest", backend="triton")
+    r = hrnet_fast.reference(xs, ss, bs, convs=convs, mode="nearest")
+    assert_close_nonzero(y, r, rtol=1e-4, atol=1e-4)
+
+
+def test_float64_and_many_terms_take_the_library_path():
+    # float64 (no tl.dot path) and four conv terms (beyond the kernel's slots).
+    xs, ss, bs = make_inputs(1, 4, (3, 3), [(2, 2)], dtype=torch.float64)
+    convs = [(a[:1].double(), w.double(), None if b is None else b.double())
+             for a, w, b in _terms(4, [(3, 6, 6, True)] * 4)]
+    grad = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    y, got = _run("triton", xs, ss, bs, convs, grad, mode="bilinear")
+    r, want = _run("reference", xs, ss, bs, convs, grad, mode="bilinear")
+    assert_close_nonzero(y, r, rtol=1e-10, atol=1e-10)
+    for g, w in zip(got, want):
+        assert_close_nonzero(g, w, rtol=1e-9, atol=1e-9)
