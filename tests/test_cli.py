@@ -60,7 +60,7 @@ def test_plot_is_png(tiny_run):
 
 def test_train_step(tmp_path):
     out = tmp_path / "train.json"
-    rc = cli.main(TINY[:-4] + ["--iters", "1", "--warmup", "1", "--no-progress", "--train",
+    rc = cli.main(TINY[:-5] + ["--iters", "1", "--warmup", "1", "--no-progress", "--train",
                                "--variants", "eager,fused", "--json", str(out)])
     doc = json.loads(out.read_text())
     assert rc == 0 and doc["train"] is True and doc["input"] == [1, 3, 64, 64]
