@@ -134,8 +134,8 @@ def fused_backend(variant: str, default: str = "auto") -> str:
 
 
 #: On CPU: about a minute on 2 cores, setup included (eager, fused, compile).
-CPU_DEFAULT = Case(model="hrnet_w18_small", head=None, size=(256, 192), batch=2, device="cpu",
-                   variants=["eager", "fused"], iters=20, warmup=2)
+CPU_DEFAULT = Case(model="hrnet_w18_small", head=None, size=(256, 192), batch=4, device="cpu",
+                   variants=["eager", "fused"], iters=40, warmup=3)
 #: On CUDA: the two cases people run HRNet for.
 CUDA_DEFAULTS = (
     Case(model="w48", head="seg", size=(1024, 2048), batch=1, device="cuda",
