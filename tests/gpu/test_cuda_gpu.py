@@ -1,0 +1,296 @@
+"""The CUDA C++ backend (backend="cuda") on a GPU: semantics against the
+reference, gradients, agreement with Triton, determinism, CUDA graphs, op
+registration and a compute-sanitizer run. Skipped without a CUDA device."""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import hrnet_fast
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not hrnet_fast.backends()["cuda"], reason="hrnet_fast._C built without CUDA or no GPU"),
+]
+
+DEV = "cuda"
+# (input sizes, output size): odd sizes, 2^k factors, 1x1, one axis only.
+SHAPES = [
+    ([(15, 9), (8, 5)], (15, 9)),
+    ([(33, 17), (17, 9), (9, 5), (5, 3)], (33, 17)),
+    ([(7, 7), (1, 1)], (7, 7)),
+    ([(16, 12), (8, 6), (4, 3), (2, 2)], (16, 12)),
+    ([(8, 9), (8, 5), (4, 9)], (8, 9)),
+]
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
+# Relative error (norm) against a float64 reference computed from the same,
+# already rounded, inputs.
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float64: 1e-12}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def make_case(shapes, *, n=2, c=24, dtype=torch.float32, channels_last=False, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    pdtype = hrnet_fast.ops.param_dtype(dtype)
+    xs = [torch.randn(n, c, h, w, generator=g).to(DEV, dtype) for h, w in shapes]
+    if channels_last:
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    scales = [(torch.rand(c, generator=g) + 0.5).to(DEV, pdtype) for _ in shapes]
+    shifts = [(torch.randn(c, generator=g) * 0.5).to(DEV, pdtype) for _ in shapes]
+    return xs, scales, shifts
+
+
+def leaf(ts, dtype=None):
+    return [t.detach().to(dtype or t.dtype).clone().requires_grad_() for t in ts]
+
+
+def run(backend, xs, scales, shifts, size, mode, ac, relu, grad=None):
+    """Output and gradients (inputs, scales, shifts) of one backend."""
+    xs_, sc_, sh_ = leaf(xs), leaf(scales), leaf(shifts)
+    y = hrnet_fast.exchange(xs_, sc_, sh_, size=size, mode=mode, align_corners=ac, relu=relu, backend=backend)
+    if grad is None:
+        return y, None
+    y.backward(grad)
+    return y, [t.grad for t in xs_ + sc_ + sh_]
+
+
+def reference64(xs, scales, shifts, size, mode, ac, relu, grad, mask=None):
+    """float64 reference. With `mask`, the ReLU is replaced by that fixed
+    mask, so half-precision runs are compared with the kernel's own mask (a
+    rounded output near zero may legitimately flip it)."""
+    xs_, sc_, sh_ = leaf(xs, torch.float64), leaf(scales, torch.float64), leaf(shifts, torch.float64)
+    y = hrnet_fast.reference(xs_, sc_, sh_, size=size, mode=mode, align_corners=ac, relu=relu and mask is None)
+    if mask is not None:
+        y = y * mask
+    y.backward(grad.double())
+    return y.detach(), [t.grad for t in xs_ + sc_ + sh_]
+
+
+@pytest.mark.parametrize("shapes,size", SHAPES)
+@pytest.mark.parametrize("mode,ac", MODES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_backward_match_reference(shapes, size, mode, ac, channels_last, dtype):
+    # c=24: 16-byte packs for every dtype on channels_last; c=18 below takes
+    # the scalar channels_last path.
+    for c in (24, 18):
+        xs, scales, shifts = make_case(shapes, c=c, dtype=dtype, channels_last=channels_last)
+        grad = torch.randn(2, c, *size, device=DEV).to(dtype)
+        y, grads = run("cuda", xs, scales, shifts, size, mode, ac, True, grad)
+        want_cl = channels_last and not xs[0].is_contiguous()
+        assert y.dtype == dtype and y.shape == (2, c, *size)
+        assert y.is_contiguous(memory_format=torch.channels_last if want_cl else torch.contiguous_format)
+        mask = None if dtype == torch.float32 else (y > 0).double()
+        ry, rgrads = reference64(xs, scales, shifts, size, mode, ac, True, grad, mask)
+        assert rel_err(y, ry) < TOL[dtype], "forward"
+        for i, (a, b) in enumerate(zip(grads, rgrads)):
+            assert a.dtype == (xs + scales + shifts)[i].dtype
+            assert rel_err(a, b) < TOL[dtype] * 2, f"grad {i}"
+        for x, gx in zip(xs, grads):
+            assert gx.is_contiguous(memory_format=hrnet_fast.ops.follow_format(x))
+
+
+@pytest.mark.parametrize("mode,ac", MODES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_float64_and_no_relu(mode, ac, relu):
+    shapes, size = SHAPES[1]
+    xs, scales, shifts = make_case(shapes, c=5, dtype=torch.float64)
+    grad = torch.randn(2, 5, *size, device=DEV, dtype=torch.float64)
+    y, grads = run("cuda", xs, scales, shifts, size, mode, ac, relu, grad)
+    ry, rgrads = reference64(xs, scales, shifts, size, mode, ac, relu, grad)
+    assert rel_err(y, ry) < 1e-12
+    for a, b in zip(grads, rgrads):
+        assert rel_err(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("mode,ac", MODES)
+def test_gradcheck_float64(mode, ac):
+    shapes, size = [(7, 5), (4, 3), (1, 2)], (7, 5)
+    xs, scales, shifts = make_case(shapes, n=1, c=3, dtype=torch.float64)
+    args = leaf(xs) + leaf(scales) + leaf(shifts)
+
+    def f(*a):
+        return hrnet_fast.exchange(list(a[:3]), list(a[3:6]), list(a[6:]), size=size, mode=mode, align_corners=ac,
+                                   backend="cuda")
+
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
+
+
+def test_matches_cpu_backend():
+    shapes, size = SHAPES[1]
+    for mode, ac in MODES:
+        xs, scales, shifts = make_case(shapes)
+        grad = torch.randn(2, 24, *size, device=DEV)
+        y, grads = run("cuda", xs, scales, shifts, size, mode, ac, True, grad)
+        cpu = lambda ts: [t.cpu() for t in ts]  # noqa: E731
+        yc, gc = run("cpu", cpu(xs), cpu(scales), cpu(shifts), size, mode, ac, True, grad.cpu())
+        assert rel_err(y.cpu(), yc) < 1e-6
+        for a, b in zip(grads, gc):
+            assert rel_err(a.cpu(), b) < 1e-5
+
+
+@pytest.mark.skipif(not hrnet_fast.backends()["triton"], reason="triton unavailable")
+@pytest.mark.parametrize("mode,ac", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matches_triton(mode, ac, dtype, channels_last):
+    shapes, size = [(64, 48), (32, 24), (16, 12), (8, 6)], (64, 48)
+    xs, scales, shifts = make_case(shapes, c=32, dtype=dtype, channels_last=channels_last)
+    grad = torch.randn(2, 32, *size, device=DEV).to(dtype)
+    y, grads = run("cuda", xs, scales, shifts, size, mode, ac, False, grad)
+    yt, gt = run("triton", xs, scales, shifts, size, mode, ac, False, grad)
+    assert rel_err(y, yt) < TOL[dtype]
+    for a, b in zip(grads, gt):
+        assert rel_err(a, b) < 2 * TOL[dtype]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_deterministic(channels_last, dtype):
+    shapes, size = [(96, 64), (48, 32), (24, 16), (12, 8)], (96, 64)
+    xs, scales, shifts = make_case(shapes, n=4, c=48, dtype=dtype, channels_last=channels_last)
+    grad = torch.randn(4, 48, *size, device=DEV).to(dtype)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        _, g1 = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
+        _, g2 = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_graph_capture_and_replay(channels_last):
+    shapes, size = [(32, 24), (16, 12), (8, 6)], (32, 24)
+    xs, scales, shifts = make_case(shapes, c=32, dtype=torch.bfloat16, channels_last=channels_last)
+    grad = torch.randn(2, 32, *size, device=DEV).to(torch.bfloat16)
+    static_x, static_s, static_b = leaf(xs), leaf(scales), leaf(shifts)
+    static_g = grad.clone()
+
+    def step():
+        for t in static_x + static_s + static_b:
+            t.grad = None
+        y = hrnet_fast.exchange(static_x, static_s, static_b, size=size, mode="bilinear", backend="cuda")
+        y.backward(static_g)
+        return y
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm up outside the graph (allocator, lazy init)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = step()
+        static_grads = [t.grad for t in static_x + static_s + static_b]
+
+    new_xs, new_s, new_b = make_case(shapes, c=32, dtype=torch.bfloat16, channels_last=channels_last, seed=1)
+    with torch.no_grad():
+        for dst, src in zip(static_x + static_s + static_b, new_xs + new_s + new_b):
+            dst.copy_(src)
+    graph.replay()
+    torch.cuda.synchronize()
+    y, grads = run("cuda", new_xs, new_s, new_b, size, "bilinear", False, True, grad)
+    assert torch.equal(static_y, y)
+    for a, b in zip(static_grads, grads):
+        assert torch.equal(a, b)
+
+
+def test_layouts_strides_and_empty():
+    # mixed formats, a strided view and an expanded output gradient
+    x0 = torch.randn(2, 8, 12, 10, device=DEV).contiguous(memory_format=torch.channels_last)
+    x1 = torch.randn(2, 8, 12, 6, device=DEV)[:, :, ::2, ::2]
+    x2 = torch.randn(2, 16, 3, 3, device=DEV)[:, ::2]
+    grad = torch.randn(1, 8, 1, 10, device=DEV).expand(2, 8, 12, 10)
+    scales, shifts = [torch.rand(8, device=DEV) + 0.5] * 3, [torch.randn(8, device=DEV)] * 3
+    y, grads = run("cuda", [x0, x1, x2], scales, shifts, (12, 10), "bilinear", True, True, grad)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    ry, rgrads = reference64([x0, x1, x2], scales, shifts, (12, 10), "bilinear", True, True, grad)
+    assert rel_err(y, ry) < 1e-5
+    for a, b in zip(grads, rgrads):
+        assert rel_err(a, b) < 1e-5
+    # N = 0: empty output, empty and zero gradients
+    e = [torch.randn(0, 4, 6, 5, device=DEV, requires_grad=True), torch.randn(0, 4, 3, 3, device=DEV)]
+    ye = hrnet_fast.exchange(e, size=(6, 5), mode="bilinear", backend="cuda")
+    assert ye.shape == (0, 4, 6, 5)
+    ye.sum().backward()
+    assert e[0].grad.shape == e[0].shape
+
+
+def test_opcheck():
+    shapes, size = [(9, 7), (5, 4)], (9, 7)
+    for channels_last, (mode, ac) in itertools.product([False, True], MODES):
+        xs, scales, shifts = make_case(shapes, c=8, channels_last=channels_last)
+        sc, sh = torch.stack(scales).requires_grad_(), torch.stack(shifts).requires_grad_()
+        xs = leaf(xs)
+        torch.library.opcheck(torch.ops.hrnet_fast.exchange.default, (xs, sc, sh, list(size), mode, ac, True))
+        out = torch.ops.hrnet_fast.exchange(xs, sc, sh, list(size), mode, ac, True).detach()
+        grad = torch.randn_like(out)
+        torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default,
+                              (grad, out, [x.detach() for x in xs], sc.detach(), mode, ac, True))
+
+
+def test_past_2_31_elements():
+    """Offsets past 2^31 elements; checked on the last channels, whose
+    elements sit furthest into the tensors (the op is per channel)."""
+    free, _ = torch.cuda.mem_get_info()
+    if free < 40 * 2**30:
+        pytest.skip("needs 40 GiB of free GPU memory")
+    n, c, h, w = 2, 64, 4096, 4104  # 2.15e9 elements
+    assert n * c * h * w > 2**31
+    for channels_last in (False, True):
+        xs, scales, shifts = make_case([(h, w), (h // 2, w // 2)], n=n, c=c, dtype=torch.bfloat16,
+                                       channels_last=channels_last)
+        grad = torch.ones(n, c, h, w, device=DEV, dtype=torch.bfloat16)
+        y, grads = run("cuda", xs, scales, shifts, (h, w), "bilinear", False, False, grad)
+        tail = slice(c - 2, c)
+        part = lambda ts: [t[-1:, tail].float() for t in ts]  # noqa: E731
+        want = hrnet_fast.reference(part(xs), [s[tail] for s in scales], [s[tail] for s in shifts], size=(h, w),
+                                    mode="bilinear", relu=False)
+        assert rel_err(y[-1:, tail], want) < 1e-2
+        gx1 = scales[1][tail].view(1, -1, 1, 1) * torch.nn.functional.interpolate(
+            grad[-1:, tail].float(), size=(h // 2, w // 2), mode="area") * 4
+        assert rel_err(grads[1][-1:, tail], gx1) < 2e-2
+        del xs, grad, y, grads
+        torch.cuda.empty_cache()
+
+
+SANITIZER_SCRIPT = textwrap.dedent("""
+    import torch, hrnet_fast
+    for cl in (False, True):
+        for mode, ac in (("nearest", False), ("bilinear", False), ("bilinear", True)):
+            for dtype, c in ((torch.float32, 8), (torch.bfloat16, 16), (torch.float16, 6)):
+                xs = [torch.randn(2, c, h, w, device="cuda", dtype=dtype, requires_grad=True)
+                      for h, w in ((9, 7), (5, 4), (1, 1))]
+                if cl:
+                    xs = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
+                y = hrnet_fast.exchange(xs, size=(9, 7), mode=mode, align_corners=ac, backend="cuda")
+                y.backward(torch.randn_like(y))
+    torch.cuda.synchronize()
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
+def test_compute_sanitizer_memcheck(tmp_path):
+    script = tmp_path / "small_case.py"
+    script.write_text(SANITIZER_SCRIPT)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    proc = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
+                           str(script)], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
