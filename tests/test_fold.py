@@ -1,0 +1,140 @@
+"""BatchNorm folding in the converted exchange (issue 7's drop-in): in eval
+and for frozen BN, the chain's last BN is folded into its stride-2 conv and
+passed to the op as a conv term, the 1x1-conv BN into the 1x1 conv; folds are
+cached and recomputed when parameters or buffers change."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import hrnet_fast
+import hrnet_fast.modules as fm
+from test_convert_common import (assert_close_lists, assert_same_grads, eval_matches, loss_of, pair,
+                                 randomize_bn)
+
+X = (2, 3, 64, 64)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Records every exchange call the converted modules make."""
+    log = []
+    real = fm.exchange
+
+    def spy(inputs, scales=None, shifts=None, **kw):
+        log.append(dict(n=len(inputs), convs=len(kw.get("convs", ())), scales=scales, shifts=shifts))
+        return real(inputs, scales, shifts, **kw)
+
+    monkeypatch.setattr(fm, "exchange", spy)
+    return log
+
+
+@pytest.fixture
+def folds(monkeypatch):
+    log = []
+    real = fm._fold
+
+    def spy(conv, bn):
+        log.append(1)
+        return real(conv, bn)
+
+    monkeypatch.setattr(fm, "_fold", spy)
+    return log
+
+
+def _rows(model):
+    return sum(len(m.fuse_layers) for m in hrnet_fast.fused_modules(model))
+
+
+def _downs(model):
+    return sum(1 for m in hrnet_fast.fused_modules(model) for i, row in enumerate(m.fuse_layers)
+               for j in range(len(row)) if j < i)
+
+
+def test_eval_is_one_call_per_row_with_conv_terms(calls):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+    assert len(calls) == _rows(fused)
+    assert sum(c["convs"] for c in calls) == _downs(fused) > 0
+    # the 1x1-conv BNs are folded into the convs: no scales left, only shifts
+    assert all(c["scales"] is None for c in calls)
+    assert any(c["shifts"] is not None for c in calls)
+
+
+def test_train_keeps_batch_statistics_path(calls):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    fused.train()
+    fused(torch.randn(X, dtype=torch.float64))
+    assert len(calls) == _rows(fused)
+    assert sum(c["convs"] for c in calls) == 0
+    assert all(c["scales"] is not None for c in calls)
+
+
+def test_fold_cache_and_invalidation(folds):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    x = torch.randn(X, dtype=torch.float64)
+    eval_matches(ref, fused, x)
+    first = len(folds)
+    assert first > 0
+    eval_matches(ref, fused, x)
+    assert len(folds) == first  # cached
+    # an in-place update (optimizer step, manual edit) invalidates the cache
+    host = hrnet_fast.fused_modules(fused)[-1]
+    host_ref = [m for m in ref.modules() if isinstance(m, type(host))][-1]
+    for m in (host, host_ref):
+        with torch.no_grad():
+            m.fuse_layers[1][0][-1][1].weight.mul_(-2.0)
+            m.fuse_layers[0][1][1].running_var.mul_(3.0)
+            m.fuse_layers[3][1][-1][0].weight.add_(0.5)
+    eval_matches(ref, fused, x)
+    assert len(folds) > first
+    # load_state_dict copies into the tensors: invalidates too
+    other = randomize_bn(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3), seed=7).double()
+    ref.load_state_dict(other.state_dict())
+    fused.load_state_dict(other.state_dict())
+    eval_matches(ref, fused, x)
+    # .to() moves tensors to new storage
+    ref.float()
+    fused.float()
+    ref.eval()
+    fused.eval()
+    with torch.no_grad():
+        a, b = ref(x.float()), fused(x.float())
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def test_eval_with_grad_enabled_differentiates_through_fold(folds):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    ref.eval()
+    fused.eval()
+    x = torch.randn(X, dtype=torch.float64)
+    for _ in range(2):  # twice: a cached graph would fail the second backward
+        for m in (ref, fused):
+            m.zero_grad()
+        a, b = ref(x), fused(x)
+        assert_close_lists(a, b)
+        loss_of(a).backward()
+        loss_of(b).backward()
+        assert_same_grads(ref, fused)
+
+
+def test_frozen_batchnorm_in_training(calls):
+    # fine-tuning with frozen BN: model in train, BN in eval without grads;
+    # the folded path is used and the conv weights still get exact gradients
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "seg", num_classes=3))
+    for model in (ref, fused):
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
+    x = torch.randn(X, dtype=torch.float64)
+    a, b = ref(x), fused(x)
+    assert_close_lists(a, b)
+    assert sum(c["convs"] for c in calls) == _downs(fused)
+    loss_of(a).backward()
+    loss_of(b).backward()
+    assert_same_grads(ref, fused)
