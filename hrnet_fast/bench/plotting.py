@@ -36,7 +36,8 @@ def plot(reports: Sequence[Dict[str, Any]], path: str) -> None:
         colors = ["#7f7f7f" if n == "eager" else "#1f77b4" if n.startswith("fused") else "#ff7f0e" for n in names]
         bars = ax.bar(names, med, yerr=[lo, hi], capsize=4, color=colors)
         for bar, r in zip(bars, res):
-            ax.annotate(f"{r.get('speedup_vs_eager', 1.0):.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            top = max(bar.get_height(), r["p90_ms"])  # above the whisker
+            ax.annotate(f"{r.get('speedup_vs_eager', 1.0):.2f}x", (bar.get_x() + bar.get_width() / 2, top),
                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
         n, c, h, w = rep["input"]
         name = rep["model"] + (f"-{rep['head']}" if rep.get("head") else "")
