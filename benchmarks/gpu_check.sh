@@ -165,6 +165,7 @@ run_step info 30 210 0 "nvidia-smi -L; nvidia-smi --query-gpu=name,driver_versio
     --format=csv | tee '$AUX/nvidia-smi.txt'; $PY -c \"
 import json, torch, hrnet_fast
 info = hrnet_fast.build_info()
+json.dump(info, open('$AUX/build_info.json', 'w'))
 print('build_info:', json.dumps(info))
 print('backends:', hrnet_fast.backends())
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name())
@@ -172,7 +173,6 @@ try:
     import triton; print('triton', triton.__version__)
 except ImportError:
     print('triton: not installed')
-json.dump(info, open('$AUX/build_info.json', 'w'))
 if not info.get('extension_loaded'):
     raise SystemExit('hrnet_fast._C did not load: ' + str(info.get('error')))
 \""
