@@ -30,9 +30,13 @@ DIRECT, NEAREST, BILINEAR, UNUSED = 0, 1, 2, -1
 
 @triton.jit
 def _offset(v, stride, I64: tl.constexpr):
+    """v * stride, in int64 when I64 (one return: Triton types every
+    return statement of a function alike, even in a dead constexpr branch)."""
     if I64:
-        return v.to(tl.int64) * stride
-    return v * stride
+        r = v.to(tl.int64) * stride
+    else:
+        r = v * stride
+    return r
 
 
 @triton.jit

@@ -35,12 +35,14 @@ def linear_scale(n_in, n_out, bscale, ALIGN: tl.constexpr, F64: tl.constexpr):
     """Source units per output unit: the host's float32 value, or for float64
     the same quotient computed here in float64."""
     if F64:
+        # Multiplying by a float64 one converts exactly and, unlike .to(),
+        # also works when Triton has specialized a size of 1 to a constexpr.
+        one = tl.full([], 1.0, tl.float64)
         if ALIGN:
-            den = tl.maximum(n_out - 1, 1).to(tl.float64)
-            s = (n_in - 1).to(tl.float64) / den
-            s = tl.where(n_out > 1, s, 0.0)
+            den = (n_out - 1) * one
+            s = tl.where(den > 0, ((n_in - 1) * one) / tl.where(den > 0, den, one), 0.0)
         else:
-            s = n_in.to(tl.float64) / n_out.to(tl.float64)
+            s = (n_in * one) / (n_out * one)
     else:
         s = bscale
     return s
