@@ -121,7 +121,7 @@ finish() {
     "$PY" - "$REPORT" <<'EOF' || say "gpu_check: could not draw bench.png"
 import glob, json, os, sys
 sys.path.insert(0, os.getcwd())
-from hrnet_fast.bench import plotting
+from hrnet_fast.bench import plotting, reporting
 d = sys.argv[1]
 reps = []
 for p in sorted(glob.glob(os.path.join(d, "bench_*.json"))):
@@ -129,7 +129,7 @@ for p in sorted(glob.glob(os.path.join(d, "bench_*.json"))):
         doc = json.load(open(p))
     except Exception:
         continue
-    reps += [r for r in doc.get("cases", [doc]) if r.get("results")]
+    reps += [r for r in reporting.load_reports(doc) if r.get("results")]
 if reps and plotting.have_matplotlib():
     plotting.plot(reps, os.path.join(d, "bench.png"))
 EOF

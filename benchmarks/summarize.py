@@ -75,7 +75,7 @@ def microbench_section(lines: List[Dict[str, Any]], copy_gbps: Optional[float]) 
                 continue
             gbps = r["gbps"]
             frac = f" ({100 * gbps / copy_gbps:.0f}%)" if copy_gbps else ""
-            row += [f"{r['device_ms'] * 1e3:.1f}", f"{gbps:.0f}{frac}"]
+            row += [f"{r['device_ms'] * 1e3:.1f}", f"{gbps:.3g}{frac}"]
             if b != "reference":
                 ok = ref is not None and ref.get("device_ms")
                 row.append(f"{ref['device_ms'] / r['device_ms']:.2f}x" if ok else "-")
@@ -114,7 +114,7 @@ def summarize(report_dir: str) -> str:
         if not doc:
             out += [f"{os.path.basename(path)}: unreadable", ""]
             continue
-        for rep in doc.get("cases", [doc]):
+        for rep in reporting.load_reports(doc):
             out += [f"### {reporting.title(rep)}", "", reporting.markdown_table(rep), "",
                     reporting.footnote(rep) + "; bandwidth fraction: not defined for whole models", ""]
             out += [f"- {line}" for line in reporting.failures(rep)]

@@ -29,6 +29,7 @@ def tiny_run(tmp_path_factory):
 def test_json_layout(tiny_run):
     rc, doc, _ = tiny_run
     assert rc == 0
+    assert set(doc) == {"device", "torch", "model", "input", "dtype", "train", "results"}
     assert isinstance(doc["device"], str) and doc["device"] == "cpu"
     assert doc["torch"] == torch.__version__
     assert doc["model"] == "hrnet_w18_small"
@@ -43,6 +44,7 @@ def test_json_layout(tiny_run):
         assert r["median_ms"] > 0
         assert r["peak_mem_mb"] is None or (isinstance(r["peak_mem_mb"], float) and r["peak_mem_mb"] >= 0)
         assert r["samples"] == 2
+        assert r["run"]["rounds"] == 2 and r["run"]["errors"] == [] and r["run"]["timer"] == "perf_counter"
 
 
 def test_fused_matches_eager(tiny_run):
@@ -108,7 +110,7 @@ def test_module_entry_point():
 
 def test_without_rich_and_matplotlib(tiny_run, monkeypatch, capsys, tmp_path):
     """Plain-text table, no plot, still exit 0 when rich and matplotlib are missing."""
-    _, doc, _ = tiny_run
+    doc = reporting.from_layout(tiny_run[1])
     for mod in ("rich", "rich.console", "rich.table", "rich.progress", "matplotlib", "matplotlib.pyplot"):
         monkeypatch.setitem(sys.modules, mod, None)
     reporting.print_report(doc)

@@ -1,15 +1,20 @@
 """The terminal table (rich, or plain text without it) and the JSON file.
 
-JSON layout (read by tools outside this repository; extra keys allowed):
+JSON layout (read by tools outside this repository; extra keys only inside
+the result entries):
 
     {"device": str, "torch": str, "model": str, "input": [N, C, H, W],
      "dtype": str, "train": bool,
      "results": [{"variant": str, "median_ms": float, "p10_ms": float,
                   "p90_ms": float, "peak_mem_mb": float | null,
-                  "rel_err_vs_eager": float, ...}, ...], ...}
+                  "rel_err_vs_eager": float, "speedup_vs_eager": float,
+                  "throughput_img_s": float, "compile_s": float | null,
+                  "run": {device_name, timer, rounds, peak_mem_method,
+                          errors (failed variants), ...}, ...}, ...]}
 
-With several cases in one run the file holds the first case in that layout
-plus "cases": the list of every case in the same layout.
+Only variants that ran are in "results"; failed ones are in run.errors.
+With several cases in one run (the CUDA default) the file holds the first
+case in that layout plus "cases": every case in the same layout.
 """
 from __future__ import annotations
 
@@ -100,12 +105,38 @@ def print_report(report: Dict[str, Any], stream: Optional[TextIO] = None) -> Non
         console.print(line, style="red", markup=False, highlight=False)
 
 
+LAYOUT_KEYS = ("device", "torch", "model", "input", "dtype", "train", "results")
+
+
+def to_layout(report: Dict[str, Any]) -> Dict[str, Any]:
+    """One case in the published layout: exactly LAYOUT_KEYS at the top;
+    everything else about the run (device name, timer, rounds, failed
+    variants, ...) rides along in each result as the extra key "run"."""
+    run = {k: v for k, v in report.items() if k not in LAYOUT_KEYS}
+    doc = {k: report[k] for k in LAYOUT_KEYS}
+    doc["results"] = [{**r, "run": run} for r in report["results"]]
+    return doc
+
+
+def from_layout(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """The inverse of `to_layout` (a report as the runner returns it)."""
+    results = [{k: v for k, v in r.items() if k != "run"} for r in doc.get("results", [])]
+    run = doc["results"][0].get("run", {}) if doc.get("results") else {}
+    return {**{k: doc[k] for k in LAYOUT_KEYS if k in doc}, **run, "results": results}
+
+
+def load_reports(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every case of a JSON document written by `write_json`."""
+    return [from_layout(d) for d in doc.get("cases", [doc])]
+
+
 def document(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The JSON document of a run: the first case's layout, plus "cases"
-    when the run had more than one."""
+    """The JSON document of a run: the first case in the published layout;
+    a run of several cases adds "cases", every case in that layout."""
+    first = to_layout(reports[0])
     if len(reports) == 1:
-        return dict(reports[0])
-    return {**reports[0], "cases": list(reports)}
+        return first
+    return {**first, "cases": [to_layout(r) for r in reports]}
 
 
 def write_json(reports: Sequence[Dict[str, Any]], path: str) -> None:
