@@ -62,10 +62,11 @@ __device__ __forceinline__ void adjoint(const BackwardParams<acc_t<T>>& p, int64
 }
 
 // Gradient of one input pixel: writes grad_x, adds to the running sums.
+// `sc`: this input's scale for the VEC channels.
 template <typename T, int VEC, Mode M>
 __device__ __forceinline__ void backward_pixel(const BackwardParams<acc_t<T>>& p, int64_t n, int64_t c0, int qh,
-                                               int qw, Range rh, Range rw, acc_t<T> (&sgx)[VEC],
-                                               acc_t<T> (&sg)[VEC]) {
+                                               int qw, Range rh, Range rw, const acc_t<T> (&sc)[VEC],
+                                               acc_t<T> (&sgx)[VEC], acc_t<T> (&sg)[VEC]) {
   using A = acc_t<T>;
   A G[VEC], x[VEC];
   adjoint<T, VEC, M>(p, n * p.gn + c0 * p.gc, qh, qw, rh, rw, G);
@@ -73,7 +74,7 @@ __device__ __forceinline__ void backward_pixel(const BackwardParams<acc_t<T>>& p
   A d[VEC];
 #pragma unroll
   for (int j = 0; j < VEC; ++j) {
-    d[j] = __ldg(p.scale + c0 + j) * G[j];
+    d[j] = sc[j] * G[j];
     sgx[j] += G[j] * x[j];
     sg[j] += G[j];
   }
@@ -96,13 +97,18 @@ __global__ void __launch_bounds__(kThreads) backward_cl(const BackwardParams<acc
   const int hw = p.h * p.w;
   const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * VEC;
   const int half = blockDim.x * blockDim.y * VEC;
+  A sc[VEC];
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) sc[j] = 0;
+  if (active) load_params<A, VEC>(p.scale + c0, sc);
   for (int64_t n = blockIdx.y; n < p.n; n += gridDim.y) {
     A sgx[VEC], sg[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) sgx[j] = sg[j] = 0;
     if (active) {
-      for (int i = 0; i < p.ppt; ++i) {
-        const int64_t q = (tile * p.ppt + i) * blockDim.y + threadIdx.y;
+      constexpr int P = pixels_per_thread(VEC);
+      for (int i = 0; i < P; ++i) {
+        const int64_t q = (tile * P + i) * blockDim.y + threadIdx.y;
         if (q >= hw) break;
         const int qh = static_cast<int>(q) / p.w;
         const int qw = static_cast<int>(q) - qh * p.w;
@@ -111,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) backward_cl(const BackwardParams<acc
           rh = readers(p.ay, static_cast<int64_t>(qh));
           rw = readers(p.ax, static_cast<int64_t>(qw));
         }
-        backward_pixel<T, VEC, M>(p, n, c0, qh, qw, rh, rw, sgx, sg);
+        backward_pixel<T, VEC, M>(p, n, c0, qh, qw, rh, rw, sc, sgx, sg);
       }
     }
 #pragma unroll
@@ -166,10 +172,11 @@ __global__ void __launch_bounds__(kThreads) backward_nchw(const BackwardParams<a
     const int64_t n = pl / p.c;
     const int64_t c = pl - n * p.c;
     A sgx[1] = {0}, sg[1] = {0};
+    const A sc[1] = {__ldg(p.scale + c)};
     if (col_ok) {
 #pragma unroll
       for (int r = 0; r < kRowsB; ++r)
-        if (qh[r] < p.h) backward_pixel<T, 1, M>(p, n, c, qh[r], qw, rh[r], rw, sgx, sg);
+        if (qh[r] < p.h) backward_pixel<T, 1, M>(p, n, c, qh[r], qw, rh[r], rw, sc, sgx, sg);
     }
     const A a = block_sum(sgx[0], warp_sums);
     const A b = block_sum(sg[0], warp_sums);

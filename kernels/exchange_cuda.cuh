@@ -20,6 +20,11 @@ namespace cuda {
 // HRNet needs four branches plus up to three conv terms joined as inputs.
 constexpr int kMaxInputs = 8;
 constexpr int kThreads = 256;
+// Pixels per thread of the channels_last kernels (a block covers blockDim.y
+// times this many): several independent loads in flight per thread, but only
+// two pixels for 8-wide packs, whose 8 float accumulators per pixel would
+// otherwise cost occupancy (117 registers at four pixels on sm_90).
+__host__ __device__ constexpr int pixels_per_thread(int vec) { return vec >= 8 ? 2 : 4; }
 
 // float32 accumulation for every storage type but double.
 template <typename T> struct AccOf { using type = float; };
@@ -61,6 +66,25 @@ __device__ __forceinline__ void store_pack(T* p, const acc_t<T> (&in)[VEC]) {
   *reinterpret_cast<Pack<T, VEC>*>(p) = pk;
 }
 
+// VEC per-channel parameters (float or double) starting at p, in 16-byte
+// loads where VEC allows: the launcher guarantees 16-byte alignment of the
+// parameter rows and the packed kernels start each pack at a multiple of VEC.
+template <typename A, int VEC>
+__device__ __forceinline__ void load_params(const A* p, A (&out)[VEC]) {
+  constexpr int W = static_cast<int>(16 / sizeof(A));
+  if constexpr (VEC % W == 0) {
+#pragma unroll
+    for (int j = 0; j < VEC; j += W) {
+      const Pack<A, W> pk = *reinterpret_cast<const Pack<A, W>*>(p + j);
+#pragma unroll
+      for (int l = 0; l < W; ++l) out[j + l] = pk.v[l];
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = __ldg(p + j);
+  }
+}
+
 // One input of the forward. Axis constants are built on the host once per
 // launch; `same` marks an input already at the output size (no interpolation,
 // exactly as the reference skips F.interpolate for it).
@@ -83,8 +107,8 @@ struct ForwardParams {
   int64_t n, c;
   int h, w;  // output size
   bool relu;
-  // channels_last geometry: channel packs, channel tiles, pixels per thread
-  int cvs, nct, ppt;
+  // channels_last geometry: channel packs, channel tiles
+  int cvs, nct;
 };
 
 // Gradient pass of one input. grad and out share strides (the launcher makes
@@ -109,7 +133,7 @@ struct BackwardParams {
   int64_t n, c;
   int h, w;  // this input's size
   bool relu;
-  int cvs, nct, ppt;
+  int cvs, nct;
 };
 
 // Fixed-shape block reduction: shuffles in a fixed pattern, then one thread

@@ -42,67 +42,107 @@ __device__ __forceinline__ void sample(const Source<acc_t<T>>& s, int64_t base, 
   }
 }
 
-// y[n, c0:c0+VEC, h, w]: the whole op for one pixel and one channel pack.
-template <typename T, int VEC, Mode M>
-__device__ __forceinline__ void forward_pixel(const ForwardParams<acc_t<T>>& p, int64_t n, int64_t c0, int h,
-                                              int w) {
-  using A = acc_t<T>;
-  A acc[VEC];
+template <typename A, int VEC>
+__device__ __forceinline__ void relu_inplace(A (&v)[VEC]) {
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) acc[j] = 0;
-  for (int k = 0; k < p.k; ++k) {
-    const Source<A>& s = p.src[k];
-    A v[VEC];
-    sample<T, VEC, M>(s, n * s.sn + c0 * s.sc, h, w, v);
-    const A* sc = p.scales + k * p.c + c0;
-    const A* sh = p.shifts + k * p.c + c0;
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) acc[j] += __ldg(sc + j) * v[j] + __ldg(sh + j);
-  }
-  if (p.relu) {
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) acc[j] = acc[j] > A(0) ? acc[j] : (acc[j] != acc[j] ? acc[j] : A(0));
-  }
-  store_pack<T, VEC>(static_cast<T*>(p.out) + n * p.on + c0 * p.oc + h * p.oh + w * p.ow, acc);
+  for (int j = 0; j < VEC; ++j) v[j] = v[j] > A(0) || v[j] != v[j] ? v[j] : A(0);  // NaN stays NaN
 }
 
 // channels_last: block (channel packs, pixels). blockIdx.x = pixel tile *
 // nct + channel tile, blockIdx.y = image (strided when N > 65535). Adjacent
 // threads touch adjacent 16-byte packs of one pixel, then the next pixel.
+// A thread keeps one channel pack and P pixels, so each
+// input's scale and shift are loaded once for all of them.
 template <typename T, int VEC, Mode M>
 __global__ void __launch_bounds__(kThreads) forward_cl(const ForwardParams<acc_t<T>> p) {
+  using A = acc_t<T>;
+  constexpr int P = pixels_per_thread(VEC);
   const int ct = blockIdx.x % p.nct;
   const int64_t tile = blockIdx.x / p.nct;
   const int cv = ct * blockDim.x + threadIdx.x;
   if (cv >= p.cvs) return;
   const int64_t c0 = static_cast<int64_t>(cv) * VEC;
   const int hw = p.h * p.w;
+  int hs[P], ws[P];
+  int count = 0;  // valid pixels form a prefix: q grows with i
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int64_t q = (tile * P + i) * blockDim.y + threadIdx.y;
+    hs[i] = q < hw ? static_cast<int>(q) / p.w : 0;
+    ws[i] = q < hw ? static_cast<int>(q) - hs[i] * p.w : 0;
+    count += q < hw;
+  }
   for (int64_t n = blockIdx.y; n < p.n; n += gridDim.y) {
-    for (int i = 0; i < p.ppt; ++i) {
-      const int64_t q = (tile * p.ppt + i) * blockDim.y + threadIdx.y;
-      if (q >= hw) break;
-      const int h = static_cast<int>(q) / p.w;
-      forward_pixel<T, VEC, M>(p, n, c0, h, static_cast<int>(q) - h * p.w);
+    A acc[P][VEC];
+#pragma unroll
+    for (int i = 0; i < P; ++i)
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc[i][j] = 0;
+    for (int k = 0; k < p.k; ++k) {
+      const Source<A>& s = p.src[k];
+      A sc[VEC], sh[VEC];
+      load_params<A, VEC>(p.scales + k * p.c + c0, sc);
+      load_params<A, VEC>(p.shifts + k * p.c + c0, sh);
+      const int64_t base = n * s.sn + c0 * s.sc;
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        if (i < count) {
+          A v[VEC];
+          sample<T, VEC, M>(s, base, hs[i], ws[i], v);
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) acc[i][j] += sc[j] * v[j] + sh[j];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      if (i < count) {
+        if (p.relu) relu_inplace<A, VEC>(acc[i]);
+        store_pack<T, VEC>(static_cast<T*>(p.out) + n * p.on + c0 * p.oc + hs[i] * p.oh + ws[i] * p.ow, acc[i]);
+      }
     }
   }
 }
 
 // NCHW: block (32 columns, 8 rows) of one (n, c) plane, kRows rows per
-// thread; blockIdx.z walks the planes.
+// thread; blockIdx.z walks the planes. Scale and shift are loaded once per
+// input for the thread's rows.
 constexpr int kRows = 4;
 
 template <typename T, Mode M>
 __global__ void __launch_bounds__(kThreads) forward_nchw(const ForwardParams<acc_t<T>> p) {
+  using A = acc_t<T>;
   const int w = blockIdx.x * blockDim.x + threadIdx.x;
   if (w >= p.w) return;
   const int64_t planes = p.n * p.c;
   for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
     const int64_t n = pl / p.c;
     const int64_t c = pl - n * p.c;
+    A acc[kRows][1];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) acc[r][0] = 0;
+    for (int k = 0; k < p.k; ++k) {
+      const Source<A>& s = p.src[k];
+      const A sc = __ldg(p.scales + k * p.c + c);
+      const A sh = __ldg(p.shifts + k * p.c + c);
+      const int64_t base = n * s.sn + c * s.sc;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int h = (blockIdx.y * kRows + r) * blockDim.y + threadIdx.y;
+        if (h < p.h) {
+          A v[1];
+          sample<T, 1, M>(s, base, h, w, v);
+          acc[r][0] += sc * v[0] + sh;
+        }
+      }
+    }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int h = (blockIdx.y * kRows + r) * blockDim.y + threadIdx.y;
-      if (h < p.h) forward_pixel<T, 1, M>(p, n, c, h, w);
+      if (h < p.h) {
+        if (p.relu) relu_inplace<A, 1>(acc[r]);
+        store_pack<T, 1>(static_cast<T*>(p.out) + n * p.on + c * p.oc + h * p.oh + w * p.ow, acc[r]);
+      }
     }
   }
 }

@@ -62,7 +62,7 @@ void backward_typed(const BackwardArgs& a, cudaStream_t stream) {
   }
   const int vec = pack_width(a);
   const ClGeometry g = cl_geometry(p.c, vec, static_cast<int64_t>(p.h) * p.w);
-  p.cvs = g.cvs, p.nct = g.nct, p.ppt = g.ppt;
+  p.cvs = g.cvs, p.nct = g.nct;
   const dim3 block(g.ctw, g.py);
   const dim3 grid(static_cast<unsigned>(g.nct * g.tiles), static_cast<unsigned>(std::min(p.n, kMaxGridYZ)));
   const size_t smem = 2 * sizeof(A) * block.x * block.y * vec;

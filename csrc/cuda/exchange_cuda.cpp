@@ -62,6 +62,14 @@ void check_common(TensorList inputs) {
   for (const auto& x : inputs) check_plane(x, "an input");
 }
 
+// Dense per-channel parameters in the accumulation type, 16-byte aligned
+// (the kernels load them in 16-byte packs); copies only when needed.
+at::Tensor params_for_kernel(const at::Tensor& t, DType d) {
+  at::Tensor r = t.to(acc_type(d)).contiguous();
+  if (reinterpret_cast<uintptr_t>(r.data_ptr()) % 16 != 0) r = r.clone();
+  return r;
+}
+
 std::array<int64_t, 2> concrete_size(c10::SymIntArrayRef size) {
   TORCH_CHECK_VALUE(size.size() == 2, "hrnet_fast.exchange: size must have two entries, got ", size.size());
   return {size[0].expect_int(), size[1].expect_int()};
@@ -96,8 +104,8 @@ at::Tensor exchange_cuda(TensorList inputs, const at::Tensor& scales, const at::
     xs.push_back(inputs[k].contiguous(fmt));  // no copy when already in fmt
     a.inputs[k] = view_of(xs.back());
   }
-  const at::Tensor s = scales.to(acc_type(dt)).contiguous();
-  const at::Tensor b = shifts.to(acc_type(dt)).contiguous();
+  const at::Tensor s = params_for_kernel(scales, dt);
+  const at::Tensor b = params_for_kernel(shifts, dt);
   a.scales = s.data_ptr();
   a.shifts = b.data_ptr();
   a.out = view_of(out);
@@ -144,7 +152,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   // Both dense in fmt, so they share strides (up to those of size-1
   // dimensions, which are never applied): the kernels index them alike.
   const at::Tensor o = out.contiguous(fmt);
-  const at::Tensor s = scales.to(acc_type(dt)).contiguous();
+  const at::Tensor s = params_for_kernel(scales, dt);
   at::Tensor grad_scales = at::empty({K, C}, acc);
   at::Tensor grad_shifts = at::empty({K, C}, acc);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x0.device().index()).stream();

@@ -49,7 +49,7 @@ void forward_typed(const ForwardArgs& a, cudaStream_t stream) {
   bool vec = sizeof(T) < 8 && packable(a.out, V, sizeof(T));
   for (int k = 0; k < a.k && vec; ++k) vec = packable(a.inputs[k], V, sizeof(T));
   const ClGeometry g = cl_geometry(p.c, vec ? V : 1, static_cast<int64_t>(p.h) * p.w);
-  p.cvs = g.cvs, p.nct = g.nct, p.ppt = g.ppt;
+  p.cvs = g.cvs, p.nct = g.nct;
   const dim3 block(g.ctw, g.py);
   const dim3 grid(static_cast<unsigned>(g.nct * g.tiles), static_cast<unsigned>(std::min(p.n, kMaxGridYZ)));
   if constexpr (sizeof(T) < 8) {

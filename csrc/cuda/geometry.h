@@ -16,7 +16,6 @@ namespace cuda {
 static_assert(kMaxLaunchInputs == kMaxInputs, "launch.h and exchange_cuda.cuh disagree on the input limit");
 
 constexpr int64_t kMaxGridYZ = 65535;
-constexpr int kPixelsPerThread = 4;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -32,10 +31,10 @@ inline bool packable(const View& v, int vec, int64_t elem_size) {
 }
 
 // channels_last tiling: a block is (ctw channel packs) x (py pixels); a
-// thread handles ppt pixels of its tile, so a block covers py * ppt pixels.
+// thread handles pixels_per_thread(vec) pixels of its tile.
 struct ClGeometry {
   int vec;
-  int cvs, nct, ctw, py, ppt;
+  int cvs, nct, ctw, py;
   int64_t tiles;
 };
 
@@ -46,8 +45,7 @@ inline ClGeometry cl_geometry(int64_t channels, int vec, int64_t pixels) {
   g.nct = static_cast<int>(ceil_div(g.cvs, 64));
   g.ctw = static_cast<int>(ceil_div(g.cvs, g.nct));
   g.py = std::max(1, kThreads / g.ctw);
-  g.ppt = kPixelsPerThread;
-  g.tiles = ceil_div(pixels, static_cast<int64_t>(g.py) * g.ppt);
+  g.tiles = ceil_div(pixels, static_cast<int64_t>(g.py) * pixels_per_thread(vec));
   return g;
 }
 
