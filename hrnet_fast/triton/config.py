@@ -64,8 +64,10 @@ FORWARD_CONFIGS = tile_configs([
     (64, 32, 4), (32, 64, 4), (128, 16, 4), (16, 128, 4),
     (256, 8, 4), (512, 4, 4), (128, 32, 8), (64, 64, 8),
 ])
+# Small pixel blocks too: coarse inputs have few source pixels, each of which
+# gathers many output pixels, so more (shorter) programs fill the GPU.
 BACKWARD_CONFIGS = tile_configs([
-    (64, 32, 4), (32, 64, 4), (128, 16, 4), (256, 8, 4), (128, 32, 8),
+    (64, 32, 4), (32, 64, 4), (128, 16, 4), (256, 8, 4), (128, 32, 8), (16, 32, 4), (16, 64, 4),
 ])
 
 

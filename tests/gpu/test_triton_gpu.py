@@ -220,6 +220,27 @@ def test_exchange_conv_matches_reference():
         torch.testing.assert_close(p.grad, q.grad, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)], ids=["fp16", "bf16"])
+def test_exchange_conv_hrnet_w18_branch3_half_precision(dtype, tol):
+    """Output branch 3 of HRNet-W18: 144 channels, the last links of three
+    downsample chains (18, 36 and 72 input channels at twice the size),
+    channels_last, against a float64 reference."""
+    n, size = 4, (8, 16)
+    cl = torch.channels_last
+    x3 = torch.randn(n, 144, *size, device=DEV).to(dtype).contiguous(memory_format=cl)
+    s3, b3 = torch.rand(144, device=DEV) + 0.5, torch.randn(144, device=DEV)
+    convs = []
+    for c_in in (18, 36, 72):
+        a = torch.randn(n, c_in, 2 * size[0], 2 * size[1], device=DEV).to(dtype).contiguous(memory_format=cl)
+        w = (torch.randn(144, c_in, 3, 3, device=DEV) / (3 * c_in ** 0.5)).to(dtype)
+        convs.append((a, w, torch.randn(144, device=DEV).to(dtype)))
+    y = hrnet_fast.exchange([x3], [s3], [b3], convs=convs, backend="triton")
+    assert y.dtype == dtype and y.is_contiguous(memory_format=cl)
+    r = hrnet_fast.reference([x3.double()], [s3.double()], [b3.double()],
+                             convs=[(a.double(), w.double(), b.double()) for a, w, b in convs])
+    assert rel_err(y, r) < tol
+
+
 def test_opcheck():
     import hrnet_fast.triton  # noqa: F401  registers the ops
 
