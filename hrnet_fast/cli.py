@@ -17,6 +17,7 @@ and written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from typing import List, Optional, Sequence
@@ -27,7 +28,7 @@ EPILOG = """\
 models: a timm HRNet name (hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w30, hrnet_w32,
 hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w64; created with pretrained=False) or an hrnet_fast
 architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64) with --head seg|pose.
-Without --model: on CPU hrnet_w18_small 4x3x256x192 (about a minute on 2 cores); on CUDA
+Without --model: on CPU hrnet_w18_small 4x3x256x192, 40 rounds or 60 s; on CUDA
 w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192, eager/fused/compile.
 Variants: eager (unconverted), fused (hrnet_fast.convert; on CUDA with --backend auto one
 fused[B] per available GPU backend), fused[B] (a named backend), compile (torch.compile of
@@ -107,7 +108,7 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     if args.model is None:
         if args.head is not None:
             parser.error("--head needs --model (an hrnet_fast architecture)")
-        return [config.with_overrides(c, **overrides) for c in defaults]
+        return _explicit_iters([config.with_overrides(c, **overrides) for c in defaults], args)
     if args.head is not None and args.model not in config.OWN_ARCHS:
         parser.error(f"--head applies to hrnet_fast architectures ({', '.join(config.OWN_ARCHS)}), "
                      f"not to {args.model!r}")
@@ -116,7 +117,15 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     except ValueError as exc:
         parser.error(str(exc))
     base = config.with_overrides(defaults[0], model=args.model)
-    return [config.with_overrides(base, head=args.head, **overrides)]
+    cases = [config.with_overrides(base, head=args.head, **overrides)]
+    return _explicit_iters(cases, args)
+
+
+def _explicit_iters(cases: List[config.Case], args: argparse.Namespace) -> List[config.Case]:
+    """--iters without --time-budget means exactly that many rounds."""
+    if args.iters is not None and args.time_budget_s is None:
+        return [dataclasses.replace(c, time_budget_s=None) for c in cases]
+    return cases
 
 
 def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
