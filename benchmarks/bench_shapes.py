@@ -95,3 +95,9 @@ def small_grid() -> List[ExchangeCase]:
 def is_target(case: ExchangeCase) -> bool:
     """The cases issues 4/5 set targets for (W48 seg stage 4)."""
     return (case.arch, case.task, case.stage) == ("w48", "seg", 4)
+
+
+def compare_with_compile(case: ExchangeCase) -> bool:
+    """Where torch.compile of the reference is timed too: W48 seg stage 4,
+    output branch 0 (each compile costs seconds of a short GPU lease)."""
+    return is_target(case) and case.branch == 0
