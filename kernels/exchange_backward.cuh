@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kThreads) backward_cl(const BackwardParams<acc
 #pragma unroll
   for (int j = 0; j < VEC; ++j) sc[j] = 0;
   if (active) load_params<A, VEC>(p.scale + c0, sc);
-  for (int64_t n = blockIdx.y; n < p.n; n += gridDim.y) {
+  for (int64_t n = p.n0 + blockIdx.y; n < p.n1; n += gridDim.y) {
     A sgx[VEC], sg[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) sgx[j] = sg[j] = 0;
@@ -167,8 +167,7 @@ __global__ void __launch_bounds__(kThreads) backward_nchw(const BackwardParams<a
   }
   if (!p.same && col_ok) rw = readers(p.ax, static_cast<int64_t>(qw));
   const int64_t tile = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
-  const int64_t planes = p.n * p.c;
-  for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
+  for (int64_t pl = p.n0 * p.c + blockIdx.z; pl < p.n1 * p.c; pl += gridDim.z) {
     const int64_t n = pl / p.c;
     const int64_t c = pl - n * p.c;
     A sgx[1] = {0}, sg[1] = {0};

@@ -130,7 +130,8 @@ struct BackwardParams {
   A* part_gx;
   A* part_g;
   int64_t pn, pt, pc;
-  int64_t n, c;
+  int64_t n0, n1;  // images [n0, n1) of this launch
+  int64_t c;
   int h, w;  // this input's size
   bool relu;
   int cvs, nct;

@@ -28,10 +28,10 @@ int pack_width(const BackwardArgs& a) {
   return v;
 }
 
-dim3 nchw_grid(const View& x) {
+dim3 nchw_grid(const View& x, int64_t images) {
   return dim3(static_cast<unsigned>(ceil_div(x.size[3], 32)),
               static_cast<unsigned>(ceil_div(x.size[2], (kThreads / 32) * kRowsB)),
-              static_cast<unsigned>(std::min(x.size[0] * x.size[1], kMaxGridYZ)));
+              static_cast<unsigned>(std::min(images * x.size[1], kMaxGridYZ)));
 }
 
 template <typename T, Mode M>
@@ -53,18 +53,18 @@ void backward_typed(const BackwardArgs& a, cudaStream_t stream) {
   p.part_g = static_cast<A*>(a.part_g);
   const PartialShape ps = backward_partials(a);
   p.pn = ps.sn, p.pt = ps.st, p.pc = ps.sc;
-  p.n = a.x.size[0], p.c = a.x.size[1];
+  p.n0 = a.n_begin, p.n1 = a.n_end, p.c = a.x.size[1];
   p.h = static_cast<int>(a.x.size[2]), p.w = static_cast<int>(a.x.size[3]);
   p.relu = a.relu;
   if (!a.channels_last) {
-    backward_nchw<T, M><<<nchw_grid(a.x), dim3(32, kThreads / 32), 0, stream>>>(p);
+    backward_nchw<T, M><<<nchw_grid(a.x, p.n1 - p.n0), dim3(32, kThreads / 32), 0, stream>>>(p);
     return;
   }
   const int vec = pack_width(a);
   const ClGeometry g = cl_geometry(p.c, vec, static_cast<int64_t>(p.h) * p.w);
   p.cvs = g.cvs, p.nct = g.nct;
   const dim3 block(g.ctw, g.py);
-  const dim3 grid(static_cast<unsigned>(g.nct * g.tiles), static_cast<unsigned>(std::min(p.n, kMaxGridYZ)));
+  const dim3 grid(static_cast<unsigned>(g.nct * g.tiles), static_cast<unsigned>(std::min(p.n1 - p.n0, kMaxGridYZ)));
   const size_t smem = 2 * sizeof(A) * block.x * block.y * vec;
   if constexpr (sizeof(T) < 8) {
     constexpr int V = 16 / sizeof(T);
@@ -94,7 +94,7 @@ PartialShape backward_partials(const BackwardArgs& a) {
     s.t = cl_geometry(s.c, pack_width(a), a.x.size[2] * a.x.size[3]).tiles;
     s.sc = 1, s.st = s.c, s.sn = s.t * s.c;
   } else {
-    const dim3 g = nchw_grid(a.x);
+    const dim3 g = nchw_grid(a.x, 1);
     s.t = static_cast<int64_t>(g.x) * g.y;
     s.st = 1, s.sc = s.t, s.sn = s.c * s.t;
   }

@@ -56,6 +56,8 @@ struct BackwardArgs {
   const void* scale;   // this input's row of scales (C entries)
   void* part_gx;       // partials, laid out as PartialShape says
   void* part_g;        // partials of G, or nullptr
+  int64_t n_begin;     // this launch covers images [n_begin, n_end); the
+  int64_t n_end;       // partials are laid out for all of them
 };
 
 // Shape of one pass's partial sums: element [n][t][c] at
