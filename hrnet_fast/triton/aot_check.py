@@ -60,7 +60,7 @@ def _forward_cases() -> List[Tuple[str, dict]]:
     ]
     for dt, f64, i64, kinds, ones, (has_acc, store_acc) in variants:
         for align in (False, True):
-            pointers = {"y_ptr": "*" + dt, "acc_ptr": "*fp64" if f64 else "*fp32", "sc_ptr": "*fp32",
+            pointers = {"y_ptr": "*" + dt, "acc_in_ptr": "*fp64" if f64 else "*fp32", "acc_out_ptr": "*fp64" if f64 else "*fp32", "sc_ptr": "*fp32",
                         "sh_ptr": "*fp32", **{f"x{j}_ptr": "*" + dt for j in range(4)}}
             consts = dict(KIND0=kinds[0], KIND1=kinds[1], KIND2=kinds[2], KIND3=kinds[3], FLAT0=True,
                           FLAT1=False, FLAT2=False, FLAT3=False, FLAT_Y=True, ALIGN=align, F64=f64, I64=i64,

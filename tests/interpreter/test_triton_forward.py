@@ -75,3 +75,11 @@ def test_empty_batch():
     xs = [torch.randn(0, 4, 6, 5), torch.randn(0, 4, 3, 3)]
     y = hrnet_fast.exchange(xs, mode="bilinear", backend="triton")
     assert y.shape == (0, 4, 6, 5)
+
+
+def test_nine_inputs_chain_through_two_partial_sums():
+    # Three launches: the middle one reads one partial-sum buffer and writes the other.
+    xs, ss, bs = make_inputs(1, 2, (4, 4), [(2, 2), (1, 1), (4, 4), (3, 3), (2, 4), (4, 1), (1, 2), (4, 4)])
+    y = hrnet_fast.exchange(xs, ss, bs, mode="nearest", backend="triton")
+    ref = hrnet_fast.reference(xs, ss, bs, mode="nearest")
+    assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
