@@ -111,6 +111,9 @@ struct ForwardParams {
   int cvs, nct;
 };
 
+// Passed by value as kernel parameters, which are limited to 4 KiB.
+static_assert(sizeof(ForwardParams<double>) <= 4096, "forward parameters exceed the kernel parameter limit");
+
 // Gradient pass of one input. grad and out share strides (the launcher makes
 // both dense in the output's format).
 template <typename A>
