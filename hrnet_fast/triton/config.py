@@ -71,11 +71,27 @@ BACKWARD_CONFIGS = tile_configs([
 ])
 
 
-def maybe_autotune(configs: List[triton.Config], key: List[str]) -> Callable:
-    """triton.autotune outside the interpreter; identity under it."""
+def prune_tiles(configs: List[triton.Config], named_args: dict, **kwargs) -> List[triton.Config]:
+    """Keep only block shapes that suit the layout, so each new shape
+    compiles and benchmarks a handful of configs rather than all of them:
+    channels_last wants channel blocks of 16 up to the channel count;
+    NCHW wants long pixel blocks and narrow channel blocks. Never empty."""
+    channels = int(named_args["C"])
+    widest = max(triton.next_power_of_2(channels), 16)
+    if named_args.get("CL", 1):
+        keep = [c for c in configs if 16 <= c.kwargs["BLOCK_C"] <= widest]
+    else:
+        keep = [c for c in configs if c.kwargs["BLOCK_C"] <= 16 and c.kwargs["BLOCK_P"] >= 128]
+    return keep or list(configs[:1])
+
+
+def maybe_autotune(configs: List[triton.Config], key: List[str], prune: bool = True) -> Callable:
+    """triton.autotune (with layout-based pruning) outside the interpreter;
+    identity under it."""
     if INTERPRET:
         return lambda fn: fn
-    return triton.autotune(configs=configs, key=key)
+    return triton.autotune(configs=configs, key=key,
+                           prune_configs_by={"early_config_prune": prune_tiles} if prune else None)
 
 
 def fixed_meta() -> dict:
