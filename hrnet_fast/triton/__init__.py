@@ -3,16 +3,24 @@ importing triton is slow, and TRITON_INTERPRET must be set before it is).
 
 Entry points follow the contract of hrnet_fast.ops: dense (K, C) affines,
 validated arguments.
+
+    index.py        interpolation index math (port of kernels/interp.h)
+    forward.py      one-pass forward kernel
+    backward.py     gather-form adjoint, two-stage per-channel sums
+    conv_kernel.py  implicit-GEMM forward with stride-2 conv terms
+    ops.py, conv.py torch.library triton_ops and their autograd
+    config.py       block shapes, autotuning, host-side scales
+    aot_check.py    compiles every kernel variant for sm_90 without a GPU
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from .conv import exchange_conv
-from .ops import exchange_triton, exchange_triton_backward
+from .ops import exchange_triton, exchange_triton_backward  # noqa: F401  registers the ops
 
 __all__ = ["exchange", "exchange_conv"]
 

@@ -4,7 +4,7 @@ of two factors, a 1x1 source and channel counts that are not multiples of
 the channel block."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
