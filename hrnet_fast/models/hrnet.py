@@ -5,8 +5,8 @@ last_layer for segmentation or final_layer for pose).
 Example:
     >>> import torch
     >>> from hrnet_fast.models.hrnet import HRNetPose
-    >>> HRNetPose("w18_small_v1", num_joints=17)(torch.randn(1, 3, 64, 48)).shape
-    torch.Size([1, 17, 16, 12])
+    >>> HRNetPose("w18_small_v1", num_joints=17)(torch.randn(1, 3, 64, 64)).shape
+    torch.Size([1, 17, 16, 16])
 """
 from __future__ import annotations
 
