@@ -142,3 +142,5 @@ def test_timing_helpers():
     calls = []
     samples = timing.paired_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, "cpu")
     assert calls == ["a", "b", "b", "a"] and all(len(v) == 2 for v in samples.values())
+    late = timing.paired_rounds({"a": lambda: None}, 50, "cpu", deadline=0.0, min_rounds=3)
+    assert len(late["a"]) == 3  # past the deadline: stops once the minimum is done

@@ -216,7 +216,8 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             rounds = min(3, case.iters) if interrupted else timing.rounds_within(budget, round_ms, case.iters)
             bar.set_total(n + warm_rounds * n + rounds * len(ok) + n)
             bar.describe(f"{case.model}: timing {rounds} paired rounds")
-            timing.paired_rounds(ok, rounds, case.device, on_call=bar.advance, into=samples)
+            deadline = None if case.time_budget_s is None else t_start + case.time_budget_s
+            timing.paired_rounds(ok, rounds, case.device, on_call=bar.advance, into=samples, deadline=deadline)
             if not interrupted:
                 bar.describe(f"{case.model}: peak memory")
                 for name, step in ok.items():

@@ -49,15 +49,20 @@ def rotation(names: Sequence[str], round_index: int) -> List[str]:
 
 def paired_rounds(steps: Mapping[str, Callable[[], Any]], rounds: int, device: str,
                   on_call: Optional[Callable[[], None]] = None,
-                  into: Optional[Dict[str, List[float]]] = None) -> Dict[str, List[float]]:
+                  into: Optional[Dict[str, List[float]]] = None,
+                  deadline: Optional[float] = None, min_rounds: int = 3) -> Dict[str, List[float]]:
     """Call every step once per round, in rotating order, for `rounds`
     rounds; return each step's per-call times in milliseconds (appended to
-    `into` when given, so an interrupted run keeps what it measured)."""
+    `into` when given, so an interrupted run keeps what it measured).
+    With `deadline` (a time.perf_counter() value), stop after the first
+    complete round past it, once `min_rounds` rounds are done."""
     names = list(steps)
     samples: Dict[str, List[float]] = into if into is not None else {n: [] for n in names}
     for n in names:
         samples.setdefault(n, [])
     for r in range(rounds):
+        if deadline is not None and r >= min_rounds and time.perf_counter() > deadline:
+            break
         for name in rotation(names, r):
             ms, _ = time_call(steps[name], device)
             samples[name].append(ms)
