@@ -53,6 +53,7 @@ def test_fused_matches_eager(tiny_run):
     assert by["eager"]["rel_err_vs_eager"] == 0.0
     assert by["fused"]["rel_err_vs_eager"] < 1e-4
     assert math.isclose(by["fused"]["speedup_vs_eager"], by["eager"]["median_ms"] / by["fused"]["median_ms"])
+    assert by["eager"]["speedup_paired"] == 1.0 and by["fused"]["speedup_paired"] > 0
 
 
 def test_plot_is_png(tiny_run):
@@ -137,6 +138,7 @@ def test_timing_helpers():
     assert timing.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 10) == pytest.approx(1.4)
     s = timing.summarize([3.0, 1.0, 2.0])
     assert s["median_ms"] == 2.0 and s["p10_ms"] <= 2.0 <= s["p90_ms"]
+    assert timing.paired_speedup([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
     assert timing.rounds_within(1.0, 100.0, 50) == 10
     assert timing.rounds_within(0.01, 100.0, 50) == 3
     calls = []

@@ -23,7 +23,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
-COLUMNS = ("variant", "median ms", "p10 ms", "p90 ms", "img/s", "speedup", "peak MB", "rel err", "compile s")
+COLUMNS = ("variant", "median ms", "p10 ms", "p90 ms", "img/s", "speedup", "paired", "peak MB", "rel err",
+           "compile s")
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -40,6 +41,7 @@ def rows(report: Dict[str, Any]) -> List[List[str]]:
     for r in report["results"]:
         out.append([r["variant"], _fmt(r["median_ms"], ".2f"), _fmt(r["p10_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
                     _fmt(r.get("throughput_img_s"), ".1f"), _fmt(r.get("speedup_vs_eager"), ".2f") + "x",
+                    _fmt(r.get("speedup_paired"), ".2f") + "x",
                     _fmt(r["peak_mem_mb"], ".1f"), _fmt(r["rel_err_vs_eager"], ".1e"),
                     _fmt(r.get("compile_s"), ".1f")])
     for e in report.get("errors", []):
@@ -66,6 +68,7 @@ def footnote(report: Dict[str, Any]) -> str:
     """How the columns were measured."""
     timer = "CUDA events" if report.get("timer") == "cuda_events" else "host clock (perf_counter)"
     return (f"latency: {timer}, per call, after warm-up; speedup = eager median / variant median; "
+            f"paired = median over rounds of eager / variant (calls moments apart); "
             f"peak MB: {report.get('peak_mem_method')}; rel err: ||out - eager|| / ||eager||"
             + ("" if not report["train"] else " on the first training step"))
 

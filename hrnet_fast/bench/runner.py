@@ -247,6 +247,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             "peak_mem_mb": mem.get(name),
             "rel_err_vs_eager": relative_error(v.output, eager.output),
             "speedup_vs_eager": eager_median / stats["median_ms"],
+            "speedup_paired": timing.paired_speedup(samples["eager"], samples[name]),
             "throughput_img_s": case.batch * 1e3 / stats["median_ms"],
             "compile_s": v.first_call_s if name == "compile" else None,
             "first_call_s": v.first_call_s,

@@ -11,6 +11,7 @@ processes on a shared machine, thermal state) hits all variants alike.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -87,6 +88,14 @@ def summarize(values: Sequence[float]) -> Dict[str, float]:
     """Median, p10 and p90 of per-call times (ms)."""
     return {"median_ms": float(statistics.median(values)), "p10_ms": float(percentile(values, 10)),
             "p90_ms": float(percentile(values, 90))}
+
+
+def paired_speedup(base: Sequence[float], other: Sequence[float]) -> float:
+    """Median over rounds of base[r] / other[r]: each ratio compares two
+    calls made moments apart, so it resists drift better than a ratio of
+    medians."""
+    ratios = [b / o for b, o in zip(base, other) if o > 0]
+    return float(statistics.median(ratios)) if ratios else math.nan
 
 
 def rounds_within(budget_s: Optional[float], round_ms: float, wanted: int, minimum: int = 3) -> int:
