@@ -5,7 +5,7 @@
 // interp.h's readers() gives the contiguous range of output coordinates that
 // read q on each axis and weight() their weights, so no atomics are needed.
 // Per-channel sums of G * x (grad of scale) and of G (grad of shift, from
-// input 0) are written as per-block partials and reduced by channel_sum in a
+// input 0) are written as per-block partials and reduced by channel_sums in a
 // fixed order: results are bit-identical from run to run.
 #pragma once
 
@@ -187,23 +187,39 @@ __global__ void __launch_bounds__(kThreads) backward_nchw(const BackwardParams<a
   }
 }
 
-// out[r * row_stride + c] = sum over (n, t) of part[n * pn + t * pt + c * pc]
-// for r < rows: one block per channel, a fixed summation order.
+// Per-channel reductions of the backward, all in one launch: job j sums
+// part[j][n * sn + t * st + c * sc] over (n, t) for every channel c and
+// writes the sum to out[j][r * channels + c] for r < rows[j].
+constexpr int kMaxSums = kMaxInputs + 1;  // one per input's scale, one for the shifts
+
 template <typename A>
-__global__ void __launch_bounds__(kThreads) channel_sum(const A* part, int64_t n, int64_t t, int64_t c, int64_t pn,
-                                                        int64_t pt, int64_t pc, A* out, int rows,
-                                                        int64_t row_stride) {
+struct SumJobs {
+  const A* part[kMaxSums];
+  int64_t n[kMaxSums], t[kMaxSums];
+  int64_t sn[kMaxSums], st[kMaxSums], sc[kMaxSums];
+  A* out[kMaxSums];
+  int rows[kMaxSums];
+  int64_t channels;
+};
+
+// blockIdx.y = job, blockIdx.x strides over channels; a fixed summation
+// order for every channel.
+template <typename A>
+__global__ void __launch_bounds__(kThreads) channel_sums(const SumJobs<A> jobs) {
   __shared__ A warp_sums[32];
-  const int64_t count = n * t;
-  for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+  const int j = blockIdx.y;
+  const A* part = jobs.part[j];
+  const int64_t t = jobs.t[j];
+  const int64_t count = jobs.n[j] * t;
+  for (int64_t ch = blockIdx.x; ch < jobs.channels; ch += gridDim.x) {
     A s = 0;
     for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
       const int64_t ni = i / t;
-      s += part[ni * pn + (i - ni * t) * pt + ch * pc];
+      s += part[ni * jobs.sn[j] + (i - ni * t) * jobs.st[j] + ch * jobs.sc[j]];
     }
     s = block_sum(s, warp_sums);
     if (threadIdx.x == 0) {
-      for (int r = 0; r < rows; ++r) out[r * row_stride + ch] = s;
+      for (int r = 0; r < jobs.rows[j]; ++r) jobs.out[j][r * jobs.channels + ch] = s;
     }
   }
 }

@@ -129,7 +129,7 @@ struct BackwardParams {
   bool same;
   const A* scale;  // this input's row of scales, C entries
   // Per-block partial sums of G * x and (input 0 only) of G, laid out as
-  // [n][tile][c] with strides pn, pt, pc; reduced by channel_sum.
+  // [n][tile][c] with strides pn, pt, pc; reduced by channel_sums.
   A* part_gx;
   A* part_g;
   int64_t pn, pt, pc;

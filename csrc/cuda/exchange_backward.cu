@@ -5,6 +5,8 @@
 #include "exchange_backward.cuh"
 #include "geometry.h"
 
+static_assert(hrnet_fast::cuda::kMaxSums == hrnet_fast::cuda::kMaxLaunchInputs + 1, "launch.h and exchange_backward.cuh disagree on the reduction limit");
+
 namespace hrnet_fast {
 namespace cuda {
 namespace {
@@ -111,15 +113,30 @@ void launch_backward_input(const BackwardArgs& a, cudaStream_t stream) {
   }
 }
 
-void launch_channel_sum(DType dtype, const void* part, const PartialShape& s, void* out, int rows,
-                        cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(s.c, 1 << 30)));
+namespace {
+
+template <typename A>
+void channel_sums_typed(const SumJob* jobs, int count, int64_t channels, cudaStream_t stream) {
+  SumJobs<A> p{};
+  for (int j = 0; j < count; ++j) {
+    p.part[j] = static_cast<const A*>(jobs[j].part);
+    p.n[j] = jobs[j].shape.n, p.t[j] = jobs[j].shape.t;
+    p.sn[j] = jobs[j].shape.sn, p.st[j] = jobs[j].shape.st, p.sc[j] = jobs[j].shape.sc;
+    p.out[j] = static_cast<A*>(jobs[j].out);
+    p.rows[j] = jobs[j].rows;
+  }
+  p.channels = channels;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(channels, 1 << 30)), static_cast<unsigned>(count));
+  channel_sums<A><<<grid, kThreads, 0, stream>>>(p);
+}
+
+}  // namespace
+
+void launch_channel_sums(DType dtype, const SumJob* jobs, int count, int64_t channels, cudaStream_t stream) {
   if (dtype == DType::Double)
-    channel_sum<double><<<grid, kThreads, 0, stream>>>(static_cast<const double*>(part), s.n, s.t, s.c, s.sn,
-                                                       s.st, s.sc, static_cast<double*>(out), rows, s.c);
+    channel_sums_typed<double>(jobs, count, channels, stream);
   else
-    channel_sum<float><<<grid, kThreads, 0, stream>>>(static_cast<const float*>(part), s.n, s.t, s.c, s.sn, s.st,
-                                                      s.sc, static_cast<float*>(out), rows, s.c);
+    channel_sums_typed<float>(jobs, count, channels, stream);
 }
 
 }  // namespace cuda

@@ -206,16 +206,15 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
-  for (int64_t k = 0; k < K; ++k) {
-    cuda::launch_channel_sum(dt, parts_gx[k].data_ptr(), shapes[k],
-                             static_cast<char*>(grad_scales.data_ptr()) + k * C * grad_scales.element_size(), 1,
-                             stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
   // Every input's shift receives the same sum of the masked gradient;
   // input 0's pass provides it (the sum over its pixels of G, which is the
   // plain sum of gm when input 0 has the output size).
-  cuda::launch_channel_sum(dt, part_g.data_ptr(), shapes[0], grad_shifts.data_ptr(), static_cast<int>(K), stream);
+  std::vector<cuda::SumJob> sums;
+  for (int64_t k = 0; k < K; ++k)
+    sums.push_back({parts_gx[k].data_ptr(), shapes[k],
+                    static_cast<char*>(grad_scales.data_ptr()) + k * C * grad_scales.element_size(), 1});
+  sums.push_back({part_g.data_ptr(), shapes[0], grad_shifts.data_ptr(), static_cast<int>(K)});
+  cuda::launch_channel_sums(dt, sums.data(), static_cast<int>(sums.size()), C, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {grads, grad_scales.to(scales.scalar_type()), grad_shifts.to(scales.scalar_type())};
 }

@@ -71,9 +71,18 @@ struct PartialShape {
 PartialShape backward_partials(const BackwardArgs& a);
 void launch_backward_input(const BackwardArgs& a, cudaStream_t stream);
 
-// out[r * C + c] = sum of partials of channel c, for r < rows (fixed order).
-void launch_channel_sum(DType dtype, const void* part, const PartialShape& s, void* out, int rows,
-                        cudaStream_t stream);
+// One per-channel reduction: out[r * channels + c] = the sum of the
+// partials of channel c, for r < rows.
+struct SumJob {
+  const void* part;
+  PartialShape shape;
+  void* out;
+  int rows;
+};
+
+// Runs up to kMaxLaunchInputs + 1 reductions in one launch, each in a fixed
+// order. Accumulators are float (double for DType::Double).
+void launch_channel_sums(DType dtype, const SumJob* jobs, int count, int64_t channels, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace hrnet_fast

@@ -21,8 +21,7 @@ template __global__ void backward_cl<__half, 8, Mode::Bilinear>(const BackwardPa
 template __global__ void backward_cl<double, 1, Mode::Nearest>(const BackwardParams<double>);
 template __global__ void backward_nchw<float, Mode::Bilinear>(const BackwardParams<float>);
 template __global__ void backward_nchw<__nv_bfloat16, Mode::Nearest>(const BackwardParams<float>);
-template __global__ void channel_sum<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                            float*, int, int64_t);
+template __global__ void channel_sums<float>(const SumJobs<float>);
 
 }  // namespace cuda
 }  // namespace hrnet_fast
