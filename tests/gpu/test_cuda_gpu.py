@@ -102,6 +102,20 @@ def test_forward_backward_match_reference(shapes, size, mode, ac, channels_last,
             assert gx.is_contiguous(memory_format=hrnet_fast.ops.follow_format(x))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_in_image_groups(channels_last):
+    """Large images: the backward runs its passes over groups of images
+    (one image per group here, 32 MiB of gradient and output each)."""
+    shapes, size = [(256, 256), (128, 128), (64, 64)], (256, 256)
+    xs, scales, shifts = make_case(shapes, n=3, c=64, channels_last=channels_last)
+    grad = torch.randn(3, 64, *size, device=DEV)
+    y, grads = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
+    ry, rgrads = reference64(xs, scales, shifts, size, "bilinear", False, True, grad)
+    assert rel_err(y, ry) < 1e-5
+    for a, b in zip(grads, rgrads):
+        assert rel_err(a, b) < 1e-5
+
+
 @pytest.mark.parametrize("mode,ac", MODES)
 @pytest.mark.parametrize("relu", [False, True])
 def test_float64_and_no_relu(mode, ac, relu):
