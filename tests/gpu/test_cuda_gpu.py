@@ -110,7 +110,9 @@ def test_backward_in_image_groups(channels_last):
     xs, scales, shifts = make_case(shapes, n=3, c=64, channels_last=channels_last)
     grad = torch.randn(3, 64, *size, device=DEV)
     y, grads = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
-    ry, rgrads = reference64(xs, scales, shifts, size, "bilinear", False, True, grad)
+    # 12.6M outputs: a few within rounding of zero may flip the ReLU mask,
+    # so the reference uses the kernel's mask.
+    ry, rgrads = reference64(xs, scales, shifts, size, "bilinear", False, True, grad, mask=(y > 0).double())
     assert rel_err(y, ry) < 1e-5
     for a, b in zip(grads, rgrads):
         assert rel_err(a, b) < 1e-5
