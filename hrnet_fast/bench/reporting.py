@@ -35,13 +35,18 @@ def _fmt(value: Optional[float], spec: str) -> str:
     return format(value, spec)
 
 
+def _times(value: Optional[float]) -> str:
+    text = _fmt(value, ".2f")
+    return text if text == "-" else text + "x"
+
+
 def rows(report: Dict[str, Any]) -> List[List[str]]:
     """Table cells of one case, one row per variant (failed ones included)."""
     out = []
     for r in report["results"]:
         out.append([r["variant"], _fmt(r["median_ms"], ".2f"), _fmt(r["p10_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
-                    _fmt(r.get("throughput_img_s"), ".1f"), _fmt(r.get("speedup_vs_eager"), ".2f") + "x",
-                    _fmt(r.get("speedup_paired"), ".2f") + "x",
+                    _fmt(r.get("throughput_img_s"), ".1f"), _times(r.get("speedup_vs_eager")),
+                    _times(r.get("speedup_paired")),
                     _fmt(r["peak_mem_mb"], ".1f"), _fmt(r["rel_err_vs_eager"], ".1e"),
                     _fmt(r.get("compile_s"), ".1f")])
     for e in report.get("errors", []):
