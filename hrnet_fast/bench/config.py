@@ -136,7 +136,7 @@ def fused_backend(variant: str, default: str = "auto") -> str:
 #: On CPU: about a minute on 2 cores, setup included; on a busy machine the
 #: 60 s budget trims the rounds (never below 3).
 CPU_DEFAULT = Case(model="hrnet_w18_small", head=None, size=(256, 192), batch=4, device="cpu",
-                   variants=["eager", "fused"], iters=40, warmup=3, time_budget_s=60.0)
+                   variants=["eager", "fused"], iters=100, warmup=3, time_budget_s=60.0)
 #: On CUDA: the two cases people run HRNet for.
 CUDA_DEFAULTS = (
     Case(model="w48", head="seg", size=(1024, 2048), batch=1, device="cuda",
