@@ -116,7 +116,9 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         check_model_name(args.model, args.head)
     except ValueError as exc:
         parser.error(str(exc))
-    base = config.with_overrides(defaults[0], model=args.model)
+    # Start from the device's default case with the same head (size, batch).
+    like = [c for c in defaults if c.head == args.head] or defaults
+    base = config.with_overrides(like[0], model=args.model)
     cases = [config.with_overrides(base, head=args.head, **overrides)]
     return _explicit_iters(cases, args)
 
