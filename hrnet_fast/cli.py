@@ -118,8 +118,8 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(str(exc))
     # Start from the device's default case with the same head (size, batch).
     like = [c for c in defaults if c.head == args.head] or defaults
-    base = config.with_overrides(like[0], model=args.model)
-    cases = [config.with_overrides(base, head=args.head, **overrides)]
+    base = dataclasses.replace(like[0], model=args.model, head=args.head)
+    cases = [config.with_overrides(base, **overrides)]
     return _explicit_iters(cases, args)
 
 

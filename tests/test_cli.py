@@ -133,6 +133,24 @@ def test_parsers():
     assert config.expand_variants(["fused"], "triton", "cuda", avail) == ["eager", "fused[triton]"]
 
 
+def test_cases_from_args():
+    parser = cli.build_parser()
+
+    def cases(*argv):
+        args = parser.parse_args(["bench", *argv])
+        return cli.cases_from_args(args, args.subparser)
+
+    (case,) = cases("--device", "cuda", "--model", "w32", "--head", "pose")
+    assert (case.head, case.size, case.batch) == ("pose", (256, 192), 32)
+    (case,) = cases("--device", "cuda", "--model", "hrnet_w18")
+    assert case.head is None and case.model == "hrnet_w18"
+    assert [c.model for c in cases("--device", "cuda")] == ["w48", "w32"]
+    (case,) = cases("--device", "cpu", "--iters", "5")
+    assert case.iters == 5 and case.time_budget_s is None
+    (case,) = cases("--device", "cpu")
+    assert case.model == "hrnet_w18_small" and case.time_budget_s == 60.0
+
+
 def test_timing_helpers():
     assert timing.rotation(["a", "b", "c"], 1) == ["b", "c", "a"]
     assert timing.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 10) == pytest.approx(1.4)
