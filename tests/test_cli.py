@@ -61,14 +61,18 @@ def test_plot_is_png(tiny_run):
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
 
 
-def test_train_step(tmp_path):
+def test_train_step_own_model(tmp_path):
+    """A training step of this package's own pose model (light: keeps the test short)."""
     out = tmp_path / "train.json"
-    rc = cli.main(TINY[:-5] + ["--iters", "1", "--warmup", "1", "--no-progress", "--train",
-                               "--variants", "eager,fused", "--json", str(out)])
+    rc = cli.main(["bench", "--device", "cpu", "--model", "w18_small_v1", "--head", "pose", "--size", "64x64",
+                   "--batch", "1", "--iters", "2", "--warmup", "1", "--no-progress", "--train",
+                   "--variants", "eager,fused", "--json", str(out)])
     doc = json.loads(out.read_text())
-    assert rc == 0 and doc["train"] is True and doc["input"] == [1, 3, 64, 64]
-    fused = doc["results"][1]
+    assert rc == 0 and doc["train"] is True and doc["input"] == [1, 3, 64, 64] and doc["model"] == "w18_small_v1"
+    eager, fused = doc["results"]
+    assert eager["run"]["head"] == "pose"
     assert fused["variant"] == "fused" and fused["rel_err_vs_eager"] < 1e-4
+    assert all(math.isfinite(r["median_ms"]) for r in (eager, fused))
 
 
 @pytest.mark.parametrize("args, message", [
