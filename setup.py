@@ -52,7 +52,9 @@ def extension():
         ("HRNET_FAST_TORCH_VERSION", f'"{torch.__version__}"'),
         ("HRNET_FAST_CUDA_ARCHS", f'"{";".join(_arch_list()) if with_cuda else ""}"'),
     ]
-    cxx = ["-O3", "-fopenmp"]
+    # HRNET_FAST_CXXFLAGS adds host compiler flags (e.g. -march=native for a
+    # build that only runs on the machine that compiles it).
+    cxx = ["-O3", "-fopenmp"] + os.environ.get("HRNET_FAST_CXXFLAGS", "").split()
     include_dirs = [os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")]
     if not with_cuda:
         return CppExtension("hrnet_fast._C", sources, include_dirs=include_dirs, define_macros=define_macros,

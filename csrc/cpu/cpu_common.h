@@ -18,6 +18,7 @@ struct AxisTaps {
   std::vector<int64_t> i0, i1;
   std::vector<T> l0, l1;
 
+  AxisTaps() = default;
   AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
     const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
     i0.resize(out), i1.resize(out), l0.resize(out), l1.resize(out);

@@ -112,22 +112,18 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
       }
     });
   } else {
-    // Unit = plane (n, c); sums per row in vector lanes, rows added in double.
+    // Unit = plane (n, c).
     at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> gm(H * W);
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = plane % C, off = plane * H * W;
         cpu::masked_grad(gm.data(), g_p + off, o_p + off, H * W, relu);
         if (gm_w) cpu::store_activated(gm_w + off, gm.data(), H * W, false);
-        double shift_acc = 0.0;
-        for (int64_t h = 0; h < H; ++h) shift_acc += cpu::dot(gm.data() + h * W, static_cast<const scalar_t*>(nullptr), W);
-        shift_part[plane] = shift_acc;
+        shift_part[plane] = cpu::sum(gm.data(), H * W);
         for (int64_t k = 0; k < K; ++k) {
           if (!gx_same[k]) continue;
           cpu::scale_store(gx_same[k] + off, sc_p[k * C + c], gm.data(), H * W);
-          double scale_acc = 0.0;
-          for (int64_t h = 0; h < H; ++h) scale_acc += cpu::dot(gm.data() + h * W, x_same[k] + off + h * W, W);
-          scale_part[k][plane] = scale_acc;
+          scale_part[k][plane] = cpu::dot(gm.data(), x_same[k] + off, H * W);
         }
       }
     });
@@ -189,9 +185,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
               cpu::axpy(g.data() + qh * w, rows.w[i], rows_w.data() + rows.p[i] * w, w);
           const int64_t off = plane * h * w;
           cpu::scale_store(gx_p + off, s_p[plane % C], g.data(), h * w);
-          double part = 0.0;
-          for (int64_t qh = 0; qh < h; ++qh) part += cpu::dot(g.data() + qh * w, x_p + off + qh * w, w);
-          scale_part[k][plane] = part;
+          scale_part[k][plane] = cpu::dot(g.data(), x_p + off, h * w);
         }
       });
     }

@@ -49,9 +49,12 @@ struct Source {
         h(x.size(2)),
         w(x.size(3)),
         scale(scale_row),
-        same(h == H && w == W),
-        rows(h, H, mode, align_corners),
-        cols(w, W, mode, align_corners) {}
+        same(h == H && w == W) {
+    if (!same) {
+      rows = AxisTaps<acc_t>(h, H, mode, align_corners);
+      cols = AxisTaps<acc_t>(w, W, mode, align_corners);
+    }
+  }
 };
 
 template <typename scalar_t>
