@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--train-iters", type=int, default=8)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--eval-batch", type=int, default=1)
+    ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args()
 
     import timm
@@ -121,20 +123,22 @@ def main() -> None:
 
     base.eval()
     fused.eval()
-    x = torch.randn(1, 3, 256, 192)
+    x = torch.randn(args.eval_batch, 3, 256, 192)
     with torch.no_grad():
         want = base(x)
         # untrained weights with random BN statistics give large logits:
         # report the error relative to the output's magnitude
         err = ((fused(x) - want).abs().max() / want.abs().max()).item()
         t_ref, t_fused, ratio = paired(lambda: base(x), lambda: fused(x), args.iters)
-    print(f"eval 1x3x256x192: unconverted {t_ref * 1e3:.1f} ms, converted {t_fused * 1e3:.1f} ms, "
+    print(f"eval {args.eval_batch}x3x256x192: unconverted {t_ref * 1e3:.1f} ms, converted {t_fused * 1e3:.1f} ms, "
           f"speedup x{ratio:.3f} (median of {args.iters} paired ratios; max |diff| / max |out| {err:.1e})")
 
     share_ref = exchange_share(base, x, max(5, args.iters // 2))
     share_fused = exchange_share(fused, x, max(5, args.iters // 2))
     print(f"exchange share of eval forward time: unconverted {share_ref:.1%}, converted {share_fused:.1%}")
 
+    if args.skip_train:
+        return
     base.train()
     fused.train()
     xt = torch.randn(4, 3, 256, 192)
