@@ -45,6 +45,20 @@ def test_timm_train_matches(name):
     train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("name", ["hrnet_w18_small", "hrnet_w18_small_v2"])
+def test_timm_train_matches_with_batch_stats_in_op(name):
+    # the alternative training path: statistics computed by FusedExchange,
+    # affine applied inside the op
+    ref, fused = pair(timm_features(name))
+    for m in hrnet_fast.fused_modules(fused):
+        m.fused_exchange.batch_stats_in_op = True
+    x = torch.randn(X, dtype=torch.float64)
+    train_step_matches(ref, fused, x)
+    for m in (ref, fused):
+        m.zero_grad()
+    train_step_matches(ref, fused, x)  # second step: num_batches_tracked, running buffers move on
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_backends_match(backend):
     ref, fused = pair(timm_features("hrnet_w18_small"), backend=backend)

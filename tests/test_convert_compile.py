@@ -2,6 +2,7 @@
 in eval and train, with matching outputs, gradients and running buffers."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import hrnet_fast
@@ -9,11 +10,14 @@ from hrnet_fast.models import HighResolutionModule
 from test_convert_common import assert_same_grads, assert_same_state, loss_of, pair
 
 
-def test_compile_fullgraph_eval_and_train():
+@pytest.mark.parametrize("in_op", [False, True])
+def test_compile_fullgraph_eval_and_train(in_op):
     # aot_eager runs dynamo, fake tensors and AOT autograd (what matters for
     # the op's registration) without spending CI minutes in the C++ compiler
     torch._dynamo.reset()
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose", num_joints=3))
+    for m in hrnet_fast.fused_modules(fused):
+        m.fused_exchange.batch_stats_in_op = in_op
     compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     ref.eval()

@@ -37,6 +37,10 @@ def test_syncbn_falls_back_to_module_in_train(sync_after_convert):
         fused = nn.SyncBatchNorm.convert_sync_batchnorm(hrnet_fast.convert(copy.deepcopy(base)))
     else:
         fused = hrnet_fast.convert(nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(base)))
+    for m in hrnet_fast.fused_modules(fused):
+        # the path that computes statistics itself must still leave
+        # SyncBatchNorm to the module
+        m.fused_exchange.batch_stats_in_op = True
     bns = _fuse_syncbns(fused)
     assert bns
     calls = []

@@ -62,13 +62,17 @@ def test_eval_is_one_call_per_row_with_conv_terms(calls):
     assert any(c["shifts"] is not None for c in calls)
 
 
-def test_train_keeps_batch_statistics_path(calls):
+@pytest.mark.parametrize("in_op", [False, True])
+def test_train_keeps_batch_statistics_path(calls, in_op):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    for m in hrnet_fast.fused_modules(fused):
+        m.fused_exchange.batch_stats_in_op = in_op
     fused.train()
     fused(torch.randn(X, dtype=torch.float64))
     assert len(calls) == _rows(fused)
     assert sum(c["convs"] for c in calls) == 0
-    assert all(c["scales"] is not None for c in calls)
+    # in_op: the op applies the batch-statistics affine; else BN modules ran
+    assert all((c["scales"] is not None) == in_op for c in calls)
 
 
 def test_fold_cache_and_invalidation(folds):

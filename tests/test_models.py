@@ -84,6 +84,13 @@ def test_seg_train_matches(align_corners):
         train_step_matches(ref, fused, torch.randn(2, 3, h, w, dtype=torch.float64))
 
 
+def test_seg_train_matches_with_batch_stats_in_op():
+    ref, fused = pair(create("w18_small_v1", "seg", num_classes=4, align_corners=True))
+    for m in hrnet_fast.fused_modules(fused):
+        m.fused_exchange.batch_stats_in_op = True
+    train_step_matches(ref, fused, torch.randn(2, 3, 50, 66, dtype=torch.float64))
+
+
 def test_pose_eval_and_train_match():
     ref, fused = pair(create("w18_small_v2", "pose", num_joints=5))
     assert {m.fused_exchange.mode for m in hrnet_fast.fused_modules(fused)} == {"nearest"}
@@ -115,7 +122,8 @@ def test_big_widths_eval(arch, head):
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
-def test_standalone_module_and_odd_batchnorm_settings():
+@pytest.mark.parametrize("in_op", [False, True])
+def test_standalone_module_and_odd_batchnorm_settings(in_op):
     # momentum=None (cumulative average) and track_running_stats=False BNs,
     # on a bare HighResolutionModule converted by itself
     def build():
@@ -131,6 +139,7 @@ def test_standalone_module_and_odd_batchnorm_settings():
 
     ref, fused = pair(build())
     fused.load_state_dict(ref.state_dict())
+    hrnet_fast.fused_modules(fused)[0].fused_exchange.batch_stats_in_op = in_op
     xs = lambda: [torch.randn(2, c, h, w, dtype=torch.float64) for c, h, w in ((4, 9, 11), (8, 5, 6), (12, 3, 3))]
     for _ in range(2):
         inp = xs()
