@@ -13,8 +13,9 @@ Per output branch i, terms j of the plan:
 - ID:     x_i itself;
 - UP:     j > i: 1x1 conv -> BN -> upsample (the op interpolates);
 - DOWN:   j < i: stride-2 conv chain; all links but the last run as
-          modules, the last link's BN is applied by the op (train) or folded
-          into the conv, which then runs inside the op via `convs=` (eval);
+          modules; in eval the last link's BN is folded into its conv,
+          which runs inside the op via `convs=` where the backend has a
+          conv-term kernel (else as a conv with the folded bias);
 - OPAQUE: anything else: the layer runs as a module and its output is summed.
 
 BatchNorm: eval uses running statistics, folded once and cached (keyed on
@@ -43,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import ops as _ops
 from .ops import exchange
 
 ID, UP, DOWN, OPAQUE = "id", "up", "down", "opaque"
@@ -159,6 +161,7 @@ class FusedExchange(nn.Module):
         # affine to the op, saving the normalised tensor's memory pass.
         self.batch_stats_in_op = False
         self._cache: Dict[Any, Tuple[tuple, Tuple[Tensor, Tensor]]] = {}
+        self._conv_ok: Dict[Tuple[str, torch.device], bool] = {}
 
     def extra_repr(self) -> str:
         return f"rows={len(self.plan)}, mode={self.mode!r}, align_corners={self.align_corners}, " \
@@ -169,6 +172,7 @@ class FusedExchange(nn.Module):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_cache"] = {}
+        state["_conv_ok"] = {}
         return state
 
     # -- host forward -----------------------------------------------------
@@ -246,10 +250,12 @@ class FusedExchange(nn.Module):
                     else:
                         add(bn(z))
                 else:
-                    weight, shift = self._folded((i, term.j), conv, bn)
-                    z = F.conv2d(x, weight.to(x.dtype) if not autocast else weight, None, conv.stride,
-                                 conv.padding, conv.dilation, conv.groups)
-                    add(z, None, shift)
+                    weight, bias = self._folded((i, term.j), conv, bn)
+                    if not autocast:
+                        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+                    # BN folded into the 1x1 conv, shift as its bias (free
+                    # in the conv's epilogue; no affine rows for the op)
+                    add(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
             else:  # DOWN
                 links = list(layer)
                 a = x
@@ -268,7 +274,7 @@ class FusedExchange(nn.Module):
                         add(z)
                     continue
                 weight, bias = self._folded((i, term.j), conv, bn)
-                if term.in_kernel and not autocast:
+                if term.in_kernel and not autocast and self._conv_terms(a.device):
                     landed = ((a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1)
                     if landed != target:
                         raise _size_mismatch(target, landed)
@@ -278,6 +284,20 @@ class FusedExchange(nn.Module):
                     self._check_down(z, target)
                     add(z)
         return self._call(inputs, scales, shifts, convs, target)
+
+    def _conv_terms(self, device: torch.device) -> bool:
+        """Whether the backend computes conv terms itself (one-pass kernel or
+        the reference definition). Otherwise ops.py would run the conv as a
+        library call and add it as one more input: doing that here with the
+        folded bias saves building the extra affine rows on every call."""
+        key = (self.backend, device)
+        hit = self._conv_ok.get(key)
+        if hit is None:
+            name = _ops.resolve_backend(self.backend, device)
+            hit = name == "reference" or name in _ops._CONV_KERNELS
+            if not torch.compiler.is_compiling():
+                self._conv_ok[key] = hit
+        return hit
 
     def _call(self, inputs, scales, shifts, convs, target) -> Tensor:
         # The unconverted sum promotes dtypes (e.g. float32 + bfloat16 under
