@@ -1,6 +1,6 @@
 """Backward kernels: the adjoint of the exchange, deterministic.
 
-With gm = grad * (out > 0) (ReLU) or grad, for every input k:
+With gm = grad where out > 0 or out is NaN (torch.relu's backward), or grad, for every input k:
     G_k = adjoint_interp_k(gm)          (identity for same-size inputs)
     grad_x_k = scale_k * G_k
     grad_scale_k[c] = sum_{n, q} G_k * x_k
@@ -44,7 +44,7 @@ def _masked_grad(grad_ptr, out_ptr, goff, ooff, mask, RELU: tl.constexpr, F64: t
         g = tl.load(grad_ptr + goff, mask=mask, other=0.0).to(tl.float32)
     if RELU:
         o = tl.load(out_ptr + ooff, mask=mask, other=0.0)
-        g = tl.where(o > 0, g, 0.0)
+        g = tl.where(o <= 0, 0.0, g)  # threshold_backward: a NaN output passes its gradient
     return g
 
 

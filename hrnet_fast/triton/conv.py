@@ -49,7 +49,7 @@ def exchange_conv_triton_backward(grad: Tensor, out: Tensor, inputs: List[Tensor
     """Gradients of the inputs, scales, shifts, conv inputs and weights (the
     biases' gradient is any row of the shifts' gradient)."""
     # The masked gradient once, read by every consumer below.
-    gm = torch.where(out > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)) if relu else grad
+    gm = torch.where(out <= 0, torch.zeros((), dtype=grad.dtype, device=grad.device), grad) if relu else grad
     grad_inputs, grad_scales, grad_shifts = launch_backward(gm, out, list(inputs), scales.contiguous(), mode,
                                                             align_corners, False)
     grad_a, grad_w = [], []

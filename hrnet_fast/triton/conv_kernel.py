@@ -113,7 +113,7 @@ def exchange_conv_fwd_kernel(
                        x3_ptr, x3_sN, x3_sC, x3_sH, x3_sW, x3_h, x3_w, H, W, x3_nsh, x3_nsw, x3_bsh, x3_bsw,
                        n, p, oh, ow, mask, KIND3, FLAT3, ALIGN, False, I64)
     if RELU:
-        acc = tl.maximum(acc, 0.0)
+        acc = tl.where(acc < 0.0, 0.0, acc)  # torch.relu: NaN stays NaN
     if FLAT_Y:
         ypix = _offset(p, syW, I64)
     else:

@@ -155,7 +155,7 @@ def exchange_fwd_kernel(
         tl.store(acc_out_ptr + yoff, acc.to(acc_out_ptr.dtype.element_ty), mask=mask)
     else:
         if RELU:
-            acc = tl.maximum(acc, 0.0)
+            acc = tl.where(acc < 0.0, 0.0, acc)  # torch.relu: NaN stays NaN
         tl.store(y_ptr + yoff, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import hrnet_fast
-from _cases import MODES, ODD, POW2, assert_close_nonzero, make_inputs
+from _cases import MODES, ODD, POW2, assert_close_nonzero, leaf_copies, make_inputs
 
 
 def test_backend_available_under_interpreter():
@@ -83,3 +83,20 @@ def test_nine_inputs_chain_through_two_partial_sums():
     y = hrnet_fast.exchange(xs, ss, bs, mode="nearest", backend="triton")
     ref = hrnet_fast.reference(xs, ss, bs, mode="nearest")
     assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_nan_propagates_like_reference(mode):
+    xs, ss, bs = make_inputs(1, 3, (6, 4), [(3, 2)])
+    xs[0][0, 1, 2, 3] = float("nan")
+    xs[1][0, 2, 0, 0] = float("nan")
+    leaves, ref_leaves = leaf_copies(xs), leaf_copies(xs)
+    y = hrnet_fast.exchange(leaves, ss, bs, mode=mode, backend="triton")
+    ref = hrnet_fast.reference(ref_leaves, ss, bs, mode=mode)
+    assert ref.isnan().any()
+    assert torch.equal(y.isnan(), ref.isnan())
+    torch.testing.assert_close(y, ref, equal_nan=True)
+    # torch.relu's backward passes the gradient where the output is NaN.
+    g = torch.rand_like(ref) + 0.5
+    for a, b in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(ref, ref_leaves, g)):
+        torch.testing.assert_close(a, b, equal_nan=True)
