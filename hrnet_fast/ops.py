@@ -72,6 +72,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"hrnet_fast.exchange: unknown backend {backend!r}; expected one of "
                          f"{('auto',) + BACKENDS}")
+    if backend == "auto" and device.type == "cpu":  # the common case, without querying CUDA
+        return "cpu" if _C is not None else "reference"
     available = backends()
     if backend == "auto":
         if device.type == "cuda":
@@ -160,11 +162,30 @@ def _check_affine(values, name: str, count: int, channels: int, device: torch.de
             raise ValueError(f"hrnet_fast.exchange: {name}[{k}] is on {v.device} but the inputs are on {device}")
 
 
+# Identity affine rows by (count, channels, fill, dtype, device): constants,
+# so they are built once instead of on every call (eager only; under
+# torch.compile they are traced as ordinary factory calls).
+_IDENTITY_ROWS: Dict[tuple, Tensor] = {}
+
+
+def _identity_rows(count: int, channels: int, fill: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if torch.compiler.is_compiling() or not isinstance(channels, int):
+        return torch.full((count, channels), fill, dtype=dtype, device=device)
+    # Tensors made under inference_mode cannot be saved for backward later.
+    key = (count, channels, fill, dtype, device, torch.is_inference_mode_enabled())
+    rows = _IDENTITY_ROWS.get(key)
+    if rows is None:
+        if len(_IDENTITY_ROWS) > 256:
+            _IDENTITY_ROWS.clear()
+        rows = _IDENTITY_ROWS[key] = torch.full((count, channels), fill, dtype=dtype, device=device)
+    return rows
+
+
 def _dense_affine(values, count: int, channels: int, fill: float, like: Tensor) -> Tensor:
     """(count, channels) affine rows; None entries become the identity."""
     dtype = param_dtype(like.dtype)
     if values is None:
-        return torch.full((count, channels), fill, dtype=dtype, device=like.device)
+        return _identity_rows(count, channels, fill, dtype, like.device)
     return torch.stack([torch.full((channels,), fill, dtype=dtype, device=like.device) if v is None
                         else v.to(dtype) for v in values])
 

@@ -117,3 +117,13 @@ def test_build_info_and_backends():
     assert b["reference"] and b["cpu"]
     if not torch.cuda.is_available():
         assert not b["cuda"]
+
+
+def test_identity_affine_made_in_inference_mode_does_not_leak_into_autograd():
+    xs, _, _ = make_case([(6, 4), (3, 2)], affine=False)
+    with torch.inference_mode():
+        hrnet_fast.exchange(xs, backend="cpu")
+    leaves = [x.clone().requires_grad_() for x in xs]
+    y = hrnet_fast.exchange(leaves, backend="cpu")
+    y.sum().backward()
+    assert all(t.grad is not None for t in leaves)
