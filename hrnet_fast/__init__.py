@@ -6,13 +6,12 @@ Example:
     >>> hrnet_fast.exchange([x0, x1]).shape
     torch.Size([1, 18, 64, 48])
 """
-from . import reference
+from . import models, reference
 from ._ext import build_info
-from .ops import backends, exchange
-from . import models
 from .convert import convert, fused_modules
 from .modules import FusedExchange
+from .ops import backends, exchange
 
-__all__ = ["exchange", "reference", "backends", "build_info"]
-__all__ += ["models", "convert", "fused_modules", "FusedExchange"]
+__all__ = ["exchange", "reference", "backends", "build_info", "models", "convert", "fused_modules",
+           "FusedExchange"]
 __version__ = "0.1.0"
