@@ -14,28 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 import torch
 
 import hrnet_fast
-
-# HRNet-W32 stage 4 at a 256x192 input: branch k has 32 * 2^k channels at
-# (64 / 2^k) x (48 / 2^k).
-CHANNELS = [32, 64, 128, 256]
-SIZES = [(64, 48), (32, 24), (16, 12), (8, 6)]
-
-
-def branch_inputs(i: int, batch: int) -> List[Tuple[int, int, int, int]]:
-    """Shapes of output branch i's exchange inputs: its own branch, the finer
-    branches' downsample chains (already at its size) and the coarser
-    branches after their 1x1 conv (at their own size, upsampled inside)."""
-    c = CHANNELS[i]
-    shapes = [(batch, c) + SIZES[i]]
-    shapes += [(batch, c) + SIZES[i] for j in range(i)]        # finer: conv outputs, same size
-    shapes += [(batch, c) + SIZES[j] for j in range(i + 1, 4)]  # coarser: upsampled
-    return shapes
-
+from bench_shapes import exchange_case
 
 def measure_copy_bandwidth(nbytes: int = 256 << 20, reps: int = 10) -> float:
     """Bytes moved per second by a large tensor copy (read + write)."""
@@ -83,8 +67,9 @@ def main() -> None:
           "| ref bwd ms | fused bwd ms | bwd speedup |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i in range(4):
-        shapes = branch_inputs(i, args.batch)
-        c = shapes[0][1]
+        case = exchange_case("w32", "pose", 4, i, batch=args.batch)
+        c = case.channels
+        shapes = [(args.batch, c, h, w) for h, w in case.in_hws]
         xs = [torch.randn(s).contiguous(memory_format=fmt).requires_grad_() for s in shapes]
         sc = [(torch.rand(c) + 0.5).requires_grad_() for _ in shapes]
         sh = [torch.randn(c).requires_grad_() for _ in shapes]
@@ -109,8 +94,8 @@ def main() -> None:
             return torch.autograd.grad(y_fused, params, g, retain_graph=True)
 
         tb_ref, tb_fused, bwd_speedup = paired(ref_bwd, fused_bwd, args.iters)
-        nbytes = sum(x.numel() for x in xs) * 4 + y_ref.numel() * 4
-        desc = " + ".join(f"{s[2]}x{s[3]}" for s in shapes) + f" ({args.batch}x{c})"
+        nbytes = case.forward_bytes(4)
+        desc = " + ".join(f"{h}x{w}" for h, w in case.in_hws) + f" ({args.batch}x{c})"
         print(f"| {i} | {desc} | {nbytes / 1e6:.1f} MB | {t_ref * 1e3:.2f} | {t_fused * 1e3:.2f} | "
               f"{fwd_speedup:.1f}x | {nbytes / t_fused / 1e9:.1f} ({nbytes / t_fused / bw:.0%}) | "
               f"{tb_ref * 1e3:.2f} | {tb_fused * 1e3:.2f} | {bwd_speedup:.1f}x |")

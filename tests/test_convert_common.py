@@ -4,7 +4,7 @@ comparisons of outputs, gradients and buffers."""
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
