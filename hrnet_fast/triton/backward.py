@@ -30,7 +30,7 @@ from torch.library import wrap_triton
 
 from .. import ops as _ops
 from . import config
-from .forward import DIRECT, _offset, input_kind, is_flat
+from .forward import DIRECT, _offset, _tile, input_kind, is_flat
 from .index import linear_scale, readers, tap_weight
 
 MIN_BLOCK_P = min([c.kwargs["BLOCK_P"] for c in config.BACKWARD_CONFIGS] + [config.INTERP_BLOCK_P])
@@ -63,16 +63,7 @@ def exchange_bwd_kernel(
 ):
     """grad_x = scale * G over one tile of source pixels, plus this tile's
     partial sums of G and G * x per channel."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2)
-    q = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    qmask = q < HWIN
-    cmask = c < C
-    mask = qmask[:, None] & cmask[None, :]
-    qh = q // w
-    qw = q % w
+    n, q, qh, qw, c, qmask, cmask, mask = _tile(HWIN, w, C, BLOCK_P, BLOCK_C)
     gbase = _offset(n, gsN, I64) + _offset(c, gsC, I64)[None, :]
     obase = _offset(n, osN, I64) + _offset(c, osC, I64)[None, :]
     if KIND == 0:
@@ -127,7 +118,7 @@ def exchange_bwd_kernel(
         dpix = _offset(qh, dsH, I64) + _offset(qw, dsW, I64)
     doff = _offset(n, dsN, I64) + _offset(c, dsC, I64)[None, :] + dpix[:, None]
     tl.store(gx_ptr + doff, (G * s[None, :]).to(gx_ptr.dtype.element_ty), mask=mask)
-    row = n * tile_rows + pid_p
+    row = n * tile_rows + tl.program_id(0)
     tl.store(psum_g_ptr + row * C + c, tl.sum(G, 0), mask=cmask)
     tl.store(psum_gx_ptr + row * C + c, tl.sum(G * x, 0), mask=cmask)
 

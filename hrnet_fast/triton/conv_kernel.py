@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from . import config
-from .forward import MAX_SLOTS, UNUSED, _affine_term, _offset, _slot_args, input_kind, is_flat
+from .forward import MAX_SLOTS, UNUSED, _affine_term, _offset, _slot_args, _tile, input_kind, is_flat
 
 MAX_CONVS = 3  # the deepest HRNet branch has three downsample chains
 
@@ -79,16 +79,7 @@ def exchange_conv_fwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = act(sum_m conv_m + bias + sum_j scale_j * interp(x_j) + shift_j)."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    pmask = p < HW
-    cmask = c < C
-    mask = pmask[:, None] & cmask[None, :]
-    oh = p // W
-    ow = p % W
+    n, p, oh, ow, c, pmask, cmask, mask = _tile(HW, W, C, BLOCK_P, BLOCK_C)
     acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
     if NCONV > 0:
         acc = _conv_term(acc, a0_ptr, a0_sN, a0_sC, a0_sH, a0_sW, a0_c, a0_h, a0_w, w0_ptr, n, oh, ow, pmask,

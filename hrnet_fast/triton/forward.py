@@ -40,6 +40,20 @@ def _offset(v, stride, I64: tl.constexpr):
 
 
 @triton.jit
+def _tile(count, width, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile: image n, BLOCK_P pixels of a count-pixel plane of
+    the given width (flat index, row, column) x BLOCK_C channels, with masks.
+    Grid: (pixel blocks, channel blocks, images)."""
+    n = tl.program_id(2)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pmask = p < count
+    cmask = c < C
+    mask = pmask[:, None] & cmask[None, :]
+    return n, p, p // width, p % width, c, pmask, cmask, mask
+
+
+@triton.jit
 def _term(x_ptr, sN, sC, sH, sW, h, w, H, W, nsh, nsw, bsh, bsw, n, c, p, oh, ow, mask,
           KIND: tl.constexpr, FLAT: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr):
     """interp(x)[n, c, oh, ow] for one input, as a [BLOCK_P, BLOCK_C] tile in
@@ -118,16 +132,7 @@ def exchange_fwd_kernel(
     writes the un-activated sum to acc_out instead of y (for chaining). The
     two are distinct buffers, so every launch is idempotent, as the
     autotuner's repeated benchmark runs require."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    pmask = p < HW
-    cmask = c < C
-    mask = pmask[:, None] & cmask[None, :]
-    oh = p // W
-    ow = p % W
+    n, p, oh, ow, c, pmask, cmask, mask = _tile(HW, W, C, BLOCK_P, BLOCK_C)
     if F64:
         acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float64)
     else:
