@@ -1,5 +1,6 @@
 # make install  - .venv with the pinned stack, package editable, extension built
-# make test     - C++ unit tests (CTest), pytest, Triton-interpreter tests
+# make test     - C++ unit tests (CTest), pytest, Triton-interpreter tests,
+#                 Triton kernels compiled for sm_90
 # make bench    - the main job: hrnet-fast bench on this machine's default case
 # make gpu-check - build, test and benchmark on a CUDA machine in one call
 
@@ -14,7 +15,7 @@ export MAX_JOBS ?= 2
 
 EXT_SOURCES := setup.py $(shell find csrc kernels -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: install test test-cpp test-py test-interp bench gpu-check clean
+.PHONY: install test test-cpp test-py test-interp test-triton-compile bench gpu-check clean
 
 install: $(VENV)/.built
 
@@ -29,7 +30,7 @@ $(VENV)/.built: $(VENV)/.deps $(EXT_SOURCES)
 	$(PY) -c "import hrnet_fast, json; print(json.dumps(hrnet_fast.build_info()))"
 	touch $@
 
-test: install test-cpp test-py test-interp
+test: install test-cpp test-py test-interp test-triton-compile
 
 test-cpp:
 	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release > /dev/null
@@ -42,6 +43,11 @@ test-py: install
 # TRITON_INTERPRET must be set before triton is imported: its own process.
 test-interp: install
 	TRITON_INTERPRET=1 $(PY) -m pytest tests/interpreter -q
+
+# The interpreter accepts programs the compiler rejects: compile every Triton
+# kernel variant for sm_90 ahead of time (no GPU needed).
+test-triton-compile: install
+	$(PY) -m hrnet_fast.triton.aot_check
 
 bench: install
 	$(PY) -m hrnet_fast bench
