@@ -1,7 +1,8 @@
 // Op schemas of the hrnet_fast library and the Python module hrnet_fast._C.
 // Backends register kernels for these schemas under their dispatch keys
-// (cpu/exchange_cpu.cpp, cuda/exchange_cuda.cpp); fake kernels and autograd
-// are registered from Python (hrnet_fast/ops.py).
+// (cpu/exchange_cpu.cpp, cuda/exchange_cuda.cpp), autograd under the
+// Autograd key (autograd/exchange_autograd.cpp); fake kernels are registered
+// from Python (hrnet_fast/ops.py).
 #include <Python.h>
 #include <torch/library.h>
 
