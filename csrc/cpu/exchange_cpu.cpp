@@ -81,6 +81,13 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   std::vector<Source<scalar_t, acc_t>> src;
   src.reserve(K);
   for (int64_t k = 0; k < K; ++k) src.emplace_back(inputs[k], fmt, sc_p + k * C, H, W, mode, align_corners);
+  // Same-size inputs are summed with the shifts in one pass (affine_sum);
+  // smaller ones are then added into that sum. With no smaller input the
+  // pass writes the output directly.
+  std::vector<const Source<scalar_t, acc_t>*> same, smaller;
+  for (const auto& s : src) (s.same ? same : smaller).push_back(&s);
+  const int m = static_cast<int>(same.size());
+  const bool direct = smaller.empty();
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   const bool nearest = mode == Mode::Nearest;
 
@@ -89,29 +96,36 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
     // channel vectors.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(C), blend(C);
+      std::vector<const acc_t*> scale(m);
+      std::vector<const scalar_t*> x(m);
+      for (int j = 0; j < m; ++j) scale[j] = same[j]->scale;
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, h = row % H;
         for (int64_t w = 0; w < W; ++w) {
-          std::copy(shift_sum.begin(), shift_sum.end(), acc.begin());
-          for (const auto& s : src) {
-            const scalar_t* base = s.data + n * s.h * s.w * C;
-            if (s.same) {
-              cpu::axpy_channels(acc.data(), s.scale, base + (h * W + w) * C, C);
-            } else if (nearest) {
-              cpu::axpy_channels(acc.data(), s.scale, base + (s.rows.i0[h] * s.w + s.cols.i0[w]) * C, C);
+          for (int j = 0; j < m; ++j) x[j] = same[j]->data + ((n * H + h) * W + w) * C;
+          scalar_t* o = out_p + (row * W + w) * C;
+          if (direct) {
+            cpu::affine_sum_any<1>(o, shift_sum.data(), scale.data(), x.data(), m, C, relu);
+            continue;
+          }
+          cpu::affine_sum_any<1>(acc.data(), shift_sum.data(), scale.data(), x.data(), m, C, false);
+          for (const auto* s : smaller) {
+            const scalar_t* base = s->data + n * s->h * s->w * C;
+            if (nearest) {
+              cpu::axpy_channels(acc.data(), s->scale, base + (s->rows.i0[h] * s->w + s->cols.i0[w]) * C, C);
             } else {
-              const int64_t r0 = s.rows.i0[h] * s.w, r1 = s.rows.i1[h] * s.w;
-              const int64_t c0 = s.cols.i0[w], c1 = s.cols.i1[w];
-              const acc_t h0 = s.rows.l0[h], h1 = s.rows.l1[h], w0 = s.cols.l0[w], w1 = s.cols.l1[w];
+              const int64_t r0 = s->rows.i0[h] * s->w, r1 = s->rows.i1[h] * s->w;
+              const int64_t c0 = s->cols.i0[w], c1 = s->cols.i1[w];
+              const acc_t h0 = s->rows.l0[h], h1 = s->rows.l1[h], w0 = s->cols.l0[w], w1 = s->cols.l1[w];
               std::fill(blend.begin(), blend.end(), acc_t(0));
               cpu::axpy(blend.data(), h0 * w0, base + (r0 + c0) * C, C);
               cpu::axpy(blend.data(), h0 * w1, base + (r0 + c1) * C, C);
               cpu::axpy(blend.data(), h1 * w0, base + (r1 + c0) * C, C);
               cpu::axpy(blend.data(), h1 * w1, base + (r1 + c1) * C, C);
-              cpu::axpy_channels(acc.data(), s.scale, blend.data(), C);
+              cpu::axpy_channels(acc.data(), s->scale, blend.data(), C);
             }
           }
-          cpu::store_activated(out_p + (row * W + w) * C, acc.data(), C, relu);
+          cpu::store_activated(o, acc.data(), C, relu);
         }
       }
     });
@@ -122,36 +136,39 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   // along W for each of its rows (1/f of the output rows), then blended
   // along H with whole-row vector operations.
   at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(H * W), rows_w;
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t c = plane % C;
-      std::fill(acc.begin(), acc.end(), shift_sum[c]);
-      for (const auto& s : src) {
-        const scalar_t* base = s.data + plane * s.h * s.w;
-        const acc_t scale = s.scale[c];
-        if (s.same) {
-          cpu::axpy(acc.data(), scale, base, H * W);
-          continue;
-        }
-        rows_w.resize(s.h * W);
-        for (int64_t qh = 0; qh < s.h; ++qh) {
-          const scalar_t* r = base + qh * s.w;
+    std::vector<acc_t> acc(direct ? 0 : H * W), rows_w;
+    std::vector<const acc_t*> scale(m);
+    std::vector<const scalar_t*> x(m);
+    int64_t c = begin % C;  // advanced with the plane: no division per plane
+    for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
+      for (int j = 0; j < m; ++j) scale[j] = same[j]->scale + c, x[j] = same[j]->data + plane * H * W;
+      if (direct) {
+        cpu::affine_sum_any<0>(out_p + plane * H * W, &shift_sum[c], scale.data(), x.data(), m, H * W, relu);
+        continue;
+      }
+      cpu::affine_sum_any<0>(acc.data(), &shift_sum[c], scale.data(), x.data(), m, H * W, false);
+      for (const auto* s : smaller) {
+        const scalar_t* base = s->data + plane * s->h * s->w;
+        const acc_t scale_c = s->scale[c];
+        rows_w.resize(s->h * W);
+        for (int64_t qh = 0; qh < s->h; ++qh) {
+          const scalar_t* r = base + qh * s->w;
           acc_t* t = rows_w.data() + qh * W;
           if (nearest) {
-            for (int64_t w = 0; w < W; ++w) t[w] = static_cast<acc_t>(r[s.cols.i0[w]]);
+            for (int64_t w = 0; w < W; ++w) t[w] = static_cast<acc_t>(r[s->cols.i0[w]]);
           } else {
             for (int64_t w = 0; w < W; ++w)
-              t[w] = s.cols.l0[w] * static_cast<acc_t>(r[s.cols.i0[w]]) +
-                     s.cols.l1[w] * static_cast<acc_t>(r[s.cols.i1[w]]);
+              t[w] = s->cols.l0[w] * static_cast<acc_t>(r[s->cols.i0[w]]) +
+                     s->cols.l1[w] * static_cast<acc_t>(r[s->cols.i1[w]]);
           }
         }
         for (int64_t h = 0; h < H; ++h) {
           acc_t* a = acc.data() + h * W;
           if (nearest) {
-            cpu::axpy(a, scale, rows_w.data() + s.rows.i0[h] * W, W);
+            cpu::axpy(a, scale_c, rows_w.data() + s->rows.i0[h] * W, W);
           } else {
-            cpu::axpby(a, scale * s.rows.l0[h], rows_w.data() + s.rows.i0[h] * W, scale * s.rows.l1[h],
-                       rows_w.data() + s.rows.i1[h] * W, W);
+            cpu::axpby(a, scale_c * s->rows.l0[h], rows_w.data() + s->rows.i0[h] * W, scale_c * s->rows.l1[h],
+                       rows_w.data() + s->rows.i1[h] * W, W);
           }
         }
       }

@@ -32,6 +32,50 @@ inline void axpy_channels(acc_t* __restrict acc, const acc_t* __restrict scale, 
   for (int64_t i = 0; i < n; ++i) acc[i] += scale[i] * static_cast<acc_t>(x[i]);
 }
 
+// dst[i] = act(shift + sum_k s_k[i] * x_k[i]) over M same-size inputs read in
+// one pass (M a compile-time count, so the k loop unrolls inside the vector
+// loop). Stride selects the scale: 0 for one scalar per input (an NCHW
+// plane), 1 for a per-element vector (a channels_last channel run); the
+// shift likewise. dst is either the output (act applied) or an accumulator
+// that smaller inputs are added to afterwards (relu false).
+template <int M, int Stride, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum(dst_t* __restrict dst, const acc_t* __restrict shift, const acc_t* const* scale,
+                       const scalar_t* const* x, int64_t n, bool relu) {
+  const acc_t* __restrict s[M];
+  const scalar_t* __restrict p[M];
+  for (int k = 0; k < M; ++k) s[k] = scale[k], p[k] = x[k];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t v = shift[i * Stride];
+    for (int k = 0; k < M; ++k) v += s[k][i * Stride] * static_cast<acc_t>(p[k][i]);
+    if (relu) v = v < acc_t(0) ? acc_t(0) : v;
+    dst[i] = static_cast<dst_t>(v);
+  }
+}
+
+// affine_sum over a run-time count m >= 0 of inputs.
+template <int Stride, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum_any(dst_t* __restrict dst, const acc_t* shift, const acc_t* const* scale,
+                           const scalar_t* const* x, int m, int64_t n, bool relu) {
+  switch (m) {
+    case 0: return affine_sum<0, Stride>(dst, shift, scale, x, n, relu);
+    case 1: return affine_sum<1, Stride>(dst, shift, scale, x, n, relu);
+    case 2: return affine_sum<2, Stride>(dst, shift, scale, x, n, relu);
+    case 3: return affine_sum<3, Stride>(dst, shift, scale, x, n, relu);
+    case 4: return affine_sum<4, Stride>(dst, shift, scale, x, n, relu);
+    default: break;
+  }
+  // More than four same-size inputs (not an HRNet shape): the same sum with
+  // a run-time inner loop.
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t v = shift[i * Stride];
+    for (int k = 0; k < m; ++k) v += scale[k][i * Stride] * static_cast<acc_t>(x[k][i]);
+    if (relu) v = v < acc_t(0) ? acc_t(0) : v;
+    dst[i] = static_cast<dst_t>(v);
+  }
+}
+
 // acc[i] += a * x[i] + b * y[i]
 template <typename acc_t>
 inline void axpby(acc_t* __restrict acc, acc_t a, const acc_t* __restrict x, acc_t b, const acc_t* __restrict y,
