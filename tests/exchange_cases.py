@@ -14,6 +14,13 @@ SHAPES = [
     ([(16, 12), (8, 6), (4, 3), (2, 2)], (16, 12)),
     ([(3, 4)], (6, 9)),
     ([(8, 9), (8, 5)], (8, 9)),
+    # Several same-size inputs: summed in one pass (all same: written
+    # directly; with a smaller input: into an accumulator), and more than the
+    # four that pass unrolls.
+    ([(6, 5)] * 4, (6, 5)),
+    ([(9, 8)] * 3 + [(5, 4)], (9, 8)),
+    ([(5, 7)] * 5, (5, 7)),
+    ([(7, 6)] * 6 + [(4, 3)], (7, 6)),
 ]
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
 

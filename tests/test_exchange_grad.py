@@ -27,6 +27,17 @@ def test_gradcheck(mode, align_corners, channels_last, relu):
     assert torch.autograd.gradcheck(_fn(mode, align_corners, relu), args, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shapes", [[(5, 4)] * 4, [(5, 4)] * 2 + [(3, 2)], [(4, 3)] * 5 + [(2, 2)]],
+                         ids=["four-same", "two-same-one-smaller", "five-same-one-smaller"])
+def test_gradcheck_several_same_size_inputs(shapes, channels_last):
+    # The backward's first pass fuses up to four same-size inputs; more take
+    # a second path.
+    xs, sc, sh = make_case(shapes, n=2, c=3, dtype=torch.float64, channels_last=channels_last)
+    args = requires_grad(xs + sc + sh)
+    assert torch.autograd.gradcheck(_fn("bilinear", False, True), args, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("mode,align_corners", MODES)
 def test_gradcheck_odd_upsampling_and_explicit_size(mode, align_corners):
     xs, sc, sh = make_case([(5, 3), (3, 2), (1, 1)], n=1, c=2, dtype=torch.float64)

@@ -78,53 +78,78 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   for (int64_t k = 0; k < K; ++k)
     if (same[k]) scale_part[k].assign(units1 * C, 0.0);
 
-  // Same-size inputs are finished in pass 1.
-  std::vector<scalar_t*> gx_same(K, nullptr);
-  std::vector<const scalar_t*> x_same(K, nullptr);
-  for (int64_t k = 0; k < K; ++k) {
-    if (!same[k]) continue;
-    gx_same[k] = grads[k].mutable_data_ptr<scalar_t>();
-    x_same[k] = xs[k].const_data_ptr<scalar_t>();
+  // Same-size inputs are finished in pass 1, all in one loop (grad_same).
+  std::vector<int64_t> same_k;
+  for (int64_t k = 0; k < K; ++k)
+    if (same[k]) same_k.push_back(k);
+  const int m = static_cast<int>(same_k.size());
+  std::vector<scalar_t*> gx_base(m);
+  std::vector<const scalar_t*> x_base(m);
+  for (int j = 0; j < m; ++j) {
+    gx_base[j] = grads[same_k[j]].mutable_data_ptr<scalar_t>();
+    x_base[j] = xs[same_k[j]].const_data_ptr<scalar_t>();
   }
 
   if (cl) {
     // Unit = output row (n, h); per-channel row sums kept in acc_t lanes,
     // then added to the double partials once per row.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> gm(C), shift_row(C), scale_row(K * C);
+      std::vector<acc_t> shift_row(C), scale_row(m * C);
+      std::vector<scalar_t> scratch(gm_w ? 0 : C);
+      std::vector<scalar_t*> gx(m);
+      std::vector<const acc_t*> scale(m);
+      std::vector<const scalar_t*> x(m);
+      std::vector<acc_t*> part(m);
+      for (int j = 0; j < m; ++j) scale[j] = sc_p + same_k[j] * C, part[j] = scale_row.data() + j * C;
       for (int64_t row = begin; row < end; ++row) {
         std::fill(shift_row.begin(), shift_row.end(), acc_t(0));
         std::fill(scale_row.begin(), scale_row.end(), acc_t(0));
         for (int64_t e = row * W * C; e < (row + 1) * W * C; e += C) {
-          cpu::masked_grad(gm.data(), g_p + e, o_p + e, C, relu);
-          if (gm_w) cpu::store_activated(gm_w + e, gm.data(), C, false);
-          cpu::add_into(shift_row.data(), gm.data(), C);
-          for (int64_t k = 0; k < K; ++k) {
-            if (!gx_same[k]) continue;
-            cpu::scale_store_channels(gx_same[k] + e, sc_p + k * C, gm.data(), C);
-            cpu::add_product_into(scale_row.data() + k * C, gm.data(), x_same[k] + e, C);
+          for (int j = 0; j < m; ++j) {
+            gx[j] = gx_base[j] + e;
+            x[j] = x_base[j] + e;
           }
+          cpu::grad_same_any<1>(g_p + e, o_p + e, gm_w ? gm_w + e : scratch.data(), gx.data(), scale.data(),
+                                x.data(), shift_row.data(), part.data(), m, C, relu);
         }
         for (int64_t c = 0; c < C; ++c) shift_part[row * C + c] = shift_row[c];
-        for (int64_t k = 0; k < K; ++k)
-          if (same[k])
-            for (int64_t c = 0; c < C; ++c) scale_part[k][row * C + c] = scale_row[k * C + c];
+        for (int j = 0; j < m; ++j)
+          for (int64_t c = 0; c < C; ++c) scale_part[same_k[j]][row * C + c] = scale_row[j * C + c];
       }
     });
   } else {
-    // Unit = plane (n, c).
+    // Unit = plane (n, c); sums in acc_t within chunks of kChunk elements,
+    // chunks added in double, so long planes keep their precision.
     at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> gm(H * W);
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t c = plane % C, off = plane * H * W;
-        cpu::masked_grad(gm.data(), g_p + off, o_p + off, H * W, relu);
-        if (gm_w) cpu::store_activated(gm_w + off, gm.data(), H * W, false);
-        shift_part[plane] = cpu::sum(gm.data(), H * W);
-        for (int64_t k = 0; k < K; ++k) {
-          if (!gx_same[k]) continue;
-          cpu::scale_store(gx_same[k] + off, sc_p[k * C + c], gm.data(), H * W);
-          scale_part[k][plane] = cpu::dot(gm.data(), x_same[k] + off, H * W);
+      const int64_t HW = H * W;
+      std::vector<scalar_t> scratch(gm_w ? 0 : std::min(HW, cpu::kChunk));
+      std::vector<scalar_t*> gx(m);
+      std::vector<const acc_t*> scale(m);
+      std::vector<const scalar_t*> x(m);
+      std::vector<acc_t> part(m);
+      std::vector<acc_t*> part_p(m);
+      std::vector<double> dots(m);
+      for (int j = 0; j < m; ++j) part_p[j] = &part[j];
+      int64_t c = begin % C;  // advanced with the plane: no division per plane
+      for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
+        for (int j = 0; j < m; ++j) scale[j] = sc_p + same_k[j] * C + c;
+        double shift_total = 0.0;
+        std::fill(dots.begin(), dots.end(), 0.0);
+        for (int64_t start = 0; start < HW; start += cpu::kChunk) {
+          const int64_t off = plane * HW + start, len = std::min(cpu::kChunk, HW - start);
+          for (int j = 0; j < m; ++j) {
+            gx[j] = gx_base[j] + off;
+            x[j] = x_base[j] + off;
+          }
+          acc_t t = 0;
+          std::fill(part.begin(), part.end(), acc_t(0));
+          cpu::grad_same_any<0>(g_p + off, o_p + off, gm_w ? gm_w + off : scratch.data(), gx.data(), scale.data(),
+                                x.data(), &t, part_p.data(), m, len, relu);
+          shift_total += static_cast<double>(t);
+          for (int j = 0; j < m; ++j) dots[j] += static_cast<double>(part[j]);
         }
+        shift_part[plane] = shift_total;
+        for (int j = 0; j < m; ++j) scale_part[same_k[j]][plane] = dots[j];
       }
     });
   }

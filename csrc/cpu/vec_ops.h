@@ -97,25 +97,6 @@ inline void store_activated(scalar_t* __restrict out, const acc_t* __restrict ac
   }
 }
 
-// gm[i] = (relu && out[i] <= 0) ? 0 : grad[i]: torch.relu's backward mask
-// (threshold_backward), under which a NaN output passes its gradient.
-template <typename acc_t, typename scalar_t>
-inline void masked_grad(acc_t* __restrict gm, const scalar_t* __restrict grad, const scalar_t* __restrict out,
-                        int64_t n, bool relu) {
-  if (relu) {
-    // Both loads unconditional: a select vectorises, a conditional load does not.
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      const acc_t g = static_cast<acc_t>(grad[i]);
-      const acc_t o = static_cast<acc_t>(out[i]);
-      gm[i] = o <= acc_t(0) ? acc_t(0) : g;
-    }
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) gm[i] = static_cast<acc_t>(grad[i]);
-  }
-}
-
 // out[i] = s * x[i]
 template <typename acc_t, typename scalar_t>
 inline void scale_store(scalar_t* __restrict out, acc_t s, const acc_t* __restrict x, int64_t n) {
@@ -131,19 +112,89 @@ inline void scale_store_channels(scalar_t* __restrict out, const acc_t* __restri
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(scale[i] * x[i]);
 }
 
-// acc[i] += x[i]
-template <typename acc_t>
-inline void add_into(acc_t* __restrict acc, const acc_t* __restrict x, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
-}
-
 // acc[i] += x[i] * y[i]
 template <typename acc_t, typename scalar_t>
 inline void add_product_into(acc_t* __restrict acc, const acc_t* __restrict x, const scalar_t* __restrict y,
                              int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i] * static_cast<acc_t>(y[i]);
+}
+
+// The backward's first pass over M same-size inputs (M compile-time, <= 4)
+// in one loop: with gm = relu && out <= 0 ? 0 : grad (threshold_backward's
+// mask), writes gm to gm_out (exact in the storage type: it is 0 or grad;
+// smaller inputs gather from it, or it is scratch), gx_k = scale_k * gm, and
+// accumulates gm into shift_acc and gm * x_k into scale_acc[k]. Stride 1
+// (a channels_last channel run): scales and accumulators are per element.
+// Stride 0 (an NCHW plane): one scalar scale per input and one scalar
+// accumulator each, reduced with omp simd in an order fixed by n.
+template <int M, int Stride, typename acc_t, typename scalar_t>
+inline void grad_same(const scalar_t* __restrict grad, const scalar_t* __restrict out, scalar_t* __restrict gm_out,
+                      scalar_t* const* gx, const acc_t* const* scale, const scalar_t* const* x,
+                      acc_t* __restrict shift_acc, acc_t* const* scale_acc, int64_t n, bool relu) {
+  scalar_t* __restrict g[M > 0 ? M : 1];
+  const acc_t* __restrict s[M > 0 ? M : 1];
+  const scalar_t* __restrict p[M > 0 ? M : 1];
+  acc_t* __restrict a[M > 0 ? M : 1];
+  for (int k = 0; k < M; ++k) g[k] = gx[k], s[k] = scale[k], p[k] = x[k], a[k] = scale_acc[k];
+  if constexpr (Stride == 1) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t o = static_cast<acc_t>(out[i]), gi = static_cast<acc_t>(grad[i]);
+      const acc_t gm = relu && o <= acc_t(0) ? acc_t(0) : gi;
+      gm_out[i] = static_cast<scalar_t>(gm);
+      shift_acc[i] += gm;
+      for (int k = 0; k < M; ++k) {
+        g[k][i] = static_cast<scalar_t>(s[k][i] * gm);
+        a[k][i] += gm * static_cast<acc_t>(p[k][i]);
+      }
+    }
+  } else {
+    acc_t t = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : t, d0, d1, d2, d3)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t o = static_cast<acc_t>(out[i]), gi = static_cast<acc_t>(grad[i]);
+      const acc_t gm = relu && o <= acc_t(0) ? acc_t(0) : gi;
+      gm_out[i] = static_cast<scalar_t>(gm);
+      t += gm;
+      if constexpr (M > 0) g[0][i] = static_cast<scalar_t>(s[0][0] * gm), d0 += gm * static_cast<acc_t>(p[0][i]);
+      if constexpr (M > 1) g[1][i] = static_cast<scalar_t>(s[1][0] * gm), d1 += gm * static_cast<acc_t>(p[1][i]);
+      if constexpr (M > 2) g[2][i] = static_cast<scalar_t>(s[2][0] * gm), d2 += gm * static_cast<acc_t>(p[2][i]);
+      if constexpr (M > 3) g[3][i] = static_cast<scalar_t>(s[3][0] * gm), d3 += gm * static_cast<acc_t>(p[3][i]);
+    }
+    *shift_acc += t;
+    const acc_t d[4] = {d0, d1, d2, d3};
+    for (int k = 0; k < M; ++k) *a[k] += d[k];
+  }
+}
+
+// grad_same over a run-time count m >= 0: up to four inputs fused, any
+// further ones (not an HRNet shape) in one more pass each over gm_out.
+template <int Stride, typename acc_t, typename scalar_t>
+inline void grad_same_any(const scalar_t* grad, const scalar_t* out, scalar_t* gm_out, scalar_t* const* gx,
+                          const acc_t* const* scale, const scalar_t* const* x, acc_t* shift_acc,
+                          acc_t* const* scale_acc, int m, int64_t n, bool relu) {
+  switch (m) {
+    case 0: return grad_same<0, Stride>(grad, out, gm_out, gx, scale, x, shift_acc, scale_acc, n, relu);
+    case 1: return grad_same<1, Stride>(grad, out, gm_out, gx, scale, x, shift_acc, scale_acc, n, relu);
+    case 2: return grad_same<2, Stride>(grad, out, gm_out, gx, scale, x, shift_acc, scale_acc, n, relu);
+    case 3: return grad_same<3, Stride>(grad, out, gm_out, gx, scale, x, shift_acc, scale_acc, n, relu);
+    default: grad_same<4, Stride>(grad, out, gm_out, gx, scale, x, shift_acc, scale_acc, n, relu);
+  }
+  for (int k = 4; k < m; ++k) {
+    acc_t d = 0;
+#pragma omp simd reduction(+ : d)
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t gm = static_cast<acc_t>(gm_out[i]);
+      gx[k][i] = static_cast<scalar_t>(scale[k][i * Stride] * gm);
+      if constexpr (Stride == 1) {
+        scale_acc[k][i] += gm * static_cast<acc_t>(x[k][i]);
+      } else {
+        d += gm * static_cast<acc_t>(x[k][i]);
+      }
+    }
+    if constexpr (Stride == 0) *scale_acc[k] += d;
+  }
 }
 
 // Reductions over a contiguous run: vector lanes in acc_t within chunks of
@@ -160,20 +211,6 @@ inline double dot(const acc_t* __restrict x, const scalar_t* __restrict y, int64
     acc_t total = 0;
 #pragma omp simd reduction(+ : total)
     for (int64_t i = start; i < end; ++i) total += x[i] * static_cast<acc_t>(y[i]);
-    result += static_cast<double>(total);
-  }
-  return result;
-}
-
-// sum_i x[i]
-template <typename acc_t>
-inline double sum(const acc_t* __restrict x, int64_t n) {
-  double result = 0.0;
-  for (int64_t start = 0; start < n; start += kChunk) {
-    const int64_t end = start + kChunk < n ? start + kChunk : n;
-    acc_t total = 0;
-#pragma omp simd reduction(+ : total)
-    for (int64_t i = start; i < end; ++i) total += x[i];
     result += static_cast<double>(total);
   }
   return result;
