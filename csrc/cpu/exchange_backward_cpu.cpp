@@ -5,8 +5,10 @@
 //   grad_x_k     = scale_k * G_k
 //   grad_scale_k = sum over n, pixels of G_k * x_k     (per channel)
 //   grad_shift_k = sum over n, pixels of gm            (the same for every k)
-// Pass 1 reads grad and out once, writes gm only when a smaller input needs
-// it, and finishes every same-size input. Pass 2 gathers G_k for each smaller
+// Pass 1 reads grad and out once and finishes every same-size input. With
+// NCHW it also finishes the smaller inputs, plane by plane, from that
+// plane's gm while it is in cache, so gm never goes to memory. With
+// channels_last, gm is written once and pass 2 gathers G_k for each smaller
 // input over the output pixels that read each source pixel (no atomics).
 // Per-channel sums are accumulated in double over a partition fixed by the
 // shapes, then reduced in order, so results do not depend on thread count.
@@ -66,9 +68,29 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   }
   const scalar_t* g_p = g.const_data_ptr<scalar_t>();
   const scalar_t* o_p = o.const_data_ptr<scalar_t>();
-  // gm is only materialised when smaller inputs gather from it repeatedly.
-  at::Tensor gm_t = relu && any_smaller ? at::empty_like(g) : g;
-  scalar_t* gm_w = relu && any_smaller ? gm_t.mutable_data_ptr<scalar_t>() : nullptr;
+  // channels_last materialises gm when smaller inputs gather from it in
+  // pass 2; NCHW keeps each plane's gm in a task-local buffer and finishes
+  // the smaller inputs of that plane while it is in cache.
+  const bool materialise = cl && relu && any_smaller;
+  at::Tensor gm_t = materialise ? at::empty_like(g) : g;
+  scalar_t* gm_w = materialise ? gm_t.mutable_data_ptr<scalar_t>() : nullptr;
+
+  // Smaller inputs: the adjoint of their interpolation, in CSR form per axis.
+  struct Smaller {
+    int64_t k, h, w;
+    AdjointTaps<acc_t> rows, cols;
+    const scalar_t* x;
+    scalar_t* gx;
+    const acc_t* scale;
+  };
+  std::vector<Smaller> smaller;
+  for (int64_t k = 0; k < K; ++k) {
+    if (same[k]) continue;
+    const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
+    smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
+                       AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
+                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C});
+  }
 
   // Partial sums: one row of C per partition unit (rows (n, h) for
   // channels_last, images n for NCHW, where a unit is a plane (n, c)).
@@ -120,9 +142,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   } else {
     // Unit = plane (n, c); sums in acc_t within chunks of kChunk elements,
     // chunks added in double, so long planes keep their precision.
+    for (const auto& sm : smaller) scale_part[sm.k].assign(N * C, 0.0);
+    int64_t max_hw = 0, max_Hw = 0;
+    for (const auto& sm : smaller) max_hw = std::max(max_hw, sm.h * sm.w), max_Hw = std::max(max_Hw, H * sm.w);
     at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
       const int64_t HW = H * W;
-      std::vector<scalar_t> scratch(gm_w ? 0 : std::min(HW, cpu::kChunk));
+      // gm of the current plane: all of it when smaller inputs read it.
+      std::vector<scalar_t> gm_plane(smaller.empty() ? std::min(HW, cpu::kChunk) : HW);
+      std::vector<acc_t> rows_w(max_Hw), gsum(max_hw);
       std::vector<scalar_t*> gx(m);
       std::vector<const acc_t*> scale(m);
       std::vector<const scalar_t*> x(m);
@@ -143,77 +170,70 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
           }
           acc_t t = 0;
           std::fill(part.begin(), part.end(), acc_t(0));
-          cpu::grad_same_any<0>(g_p + off, o_p + off, gm_w ? gm_w + off : scratch.data(), gx.data(), scale.data(),
-                                x.data(), &t, part_p.data(), m, len, relu);
+          cpu::grad_same_any<0>(g_p + off, o_p + off, gm_plane.data() + (smaller.empty() ? 0 : start), gx.data(),
+                                scale.data(), x.data(), &t, part_p.data(), m, len, relu);
           shift_total += static_cast<double>(t);
           for (int j = 0; j < m; ++j) dots[j] += static_cast<double>(part[j]);
         }
         shift_part[plane] = shift_total;
         for (int j = 0; j < m; ++j) scale_part[same_k[j]][plane] = dots[j];
+
+        // Smaller inputs, separable: the W adjoint of every output row, then
+        // the H adjoint as whole-row vector operations.
+        for (const auto& sm : smaller) {
+          const int64_t h = sm.h, w = sm.w;
+          for (int64_t ph = 0; ph < H; ++ph) {
+            const scalar_t* grow = gm_plane.data() + ph * W;
+            for (int64_t qw = 0; qw < w; ++qw) {
+              acc_t a = 0;
+              for (int64_t j = sm.cols.offset[qw]; j < sm.cols.offset[qw + 1]; ++j)
+                a += sm.cols.w[j] * static_cast<acc_t>(grow[sm.cols.p[j]]);
+              rows_w[ph * w + qw] = a;
+            }
+          }
+          std::fill(gsum.begin(), gsum.begin() + h * w, acc_t(0));
+          for (int64_t qh = 0; qh < h; ++qh)
+            for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i)
+              cpu::axpy(gsum.data() + qh * w, sm.rows.w[i], rows_w.data() + sm.rows.p[i] * w, w);
+          const int64_t off = plane * h * w;
+          cpu::scale_store(sm.gx + off, sm.scale[c], gsum.data(), h * w);
+          scale_part[sm.k][plane] = cpu::dot(gsum.data(), sm.x + off, h * w);
+        }
       }
     });
   }
 
-  // Pass 2: the adjoint of each smaller input's interpolation, as a gather.
+  // Pass 2 (channels_last): the adjoint of each smaller input's
+  // interpolation, as a gather over the materialised gm.
   const scalar_t* gm_p = gm_t.const_data_ptr<scalar_t>();
-  for (int64_t k = 0; k < K; ++k) {
-    if (same[k]) continue;
-    const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
-    const AdjointTaps<acc_t> rows(h, H, mode, align_corners), cols(w, W, mode, align_corners);
-    const scalar_t* x_p = xs[k].const_data_ptr<scalar_t>();
-    scalar_t* gx_p = grads[k].mutable_data_ptr<scalar_t>();
-    const acc_t* s_p = sc_p + k * C;
-    if (cl) {
-      // Unit = source row (n, qh): each source pixel's channel vector sums
-      // the output pixels that read it.
-      const int64_t units = N * h;
-      scale_part[k].assign(units * C, 0.0);
-      at::parallel_for(0, units, grain_for(w * C * 4), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> acc(C), part(C);
-        for (int64_t unit = begin; unit < end; ++unit) {
-          const int64_t n = unit / h, qh = unit % h;
-          std::fill(part.begin(), part.end(), acc_t(0));
-          for (int64_t qw = 0; qw < w; ++qw) {
-            std::fill(acc.begin(), acc.end(), acc_t(0));
-            for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i) {
-              const scalar_t* grow = gm_p + (n * H + rows.p[i]) * W * C;
-              for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
-                cpu::axpy(acc.data(), rows.w[i] * cols.w[j], grow + cols.p[j] * C, C);
-            }
-            const int64_t base = (unit * w + qw) * C;
-            cpu::scale_store_channels(gx_p + base, s_p, acc.data(), C);
-            cpu::add_product_into(part.data(), acc.data(), x_p + base, C);
+  for (const auto& sm : smaller) {
+    if (!cl) break;  // NCHW finished them in pass 1
+    const int64_t k = sm.k, h = sm.h, w = sm.w;
+    const auto& rows = sm.rows;
+    const auto& cols = sm.cols;
+    // Unit = source row (n, qh): each source pixel's channel vector sums
+    // the output pixels that read it.
+    const int64_t units = N * h;
+    scale_part[k].assign(units * C, 0.0);
+    at::parallel_for(0, units, grain_for(w * C * 4), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(C), part(C);
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t n = unit / h, qh = unit % h;
+        std::fill(part.begin(), part.end(), acc_t(0));
+        for (int64_t qw = 0; qw < w; ++qw) {
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i) {
+            const scalar_t* grow = gm_p + (n * H + rows.p[i]) * W * C;
+            for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
+              cpu::axpy(acc.data(), rows.w[i] * cols.w[j], grow + cols.p[j] * C, C);
           }
-          for (int64_t c = 0; c < C; ++c) scale_part[k][unit * C + c] = part[c];
+          const int64_t base = (unit * w + qw) * C;
+          cpu::scale_store_channels(sm.gx + base, sm.scale, acc.data(), C);
+          cpu::add_product_into(part.data(), acc.data(), sm.x + base, C);
         }
-      });
-    } else {
-      // Unit = plane (n, c), separable: the W adjoint of every output row,
-      // then the H adjoint as whole-row vector operations.
-      scale_part[k].assign(N * C, 0.0);
-      at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> rows_w(H * w), g(h * w);
-        for (int64_t plane = begin; plane < end; ++plane) {
-          const scalar_t* gplane = gm_p + plane * H * W;
-          for (int64_t ph = 0; ph < H; ++ph) {
-            const scalar_t* grow = gplane + ph * W;
-            for (int64_t qw = 0; qw < w; ++qw) {
-              acc_t a = 0;
-              for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
-                a += cols.w[j] * static_cast<acc_t>(grow[cols.p[j]]);
-              rows_w[ph * w + qw] = a;
-            }
-          }
-          std::fill(g.begin(), g.end(), acc_t(0));
-          for (int64_t qh = 0; qh < h; ++qh)
-            for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i)
-              cpu::axpy(g.data() + qh * w, rows.w[i], rows_w.data() + rows.p[i] * w, w);
-          const int64_t off = plane * h * w;
-          cpu::scale_store(gx_p + off, s_p[plane % C], g.data(), h * w);
-          scale_part[k][plane] = cpu::dot(g.data(), x_p + off, h * w);
-        }
-      });
-    }
+        for (int64_t c = 0; c < C; ++c) scale_part[k][unit * C + c] = part[c];
+      }
+    });
   }
 
   // Ordered reductions of the partials.
