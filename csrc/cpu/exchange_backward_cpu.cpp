@@ -47,11 +47,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
 
   std::vector<at::Tensor> grads(K);
   for (int64_t k = 0; k < K; ++k) grads[k] = at::empty(inputs[k].sizes(), x0.options().memory_format(fmt));
-  auto grad_scales = at::zeros({K, C}, scales.options());
-  auto grad_shifts = at::zeros({K, C}, scales.options());
   if (out.numel() == 0) {
     for (auto& g : grads) g.zero_();
-    return {grads, grad_scales, grad_shifts};
+    return {grads, at::zeros({K, C}, scales.options()), at::zeros({K, C}, scales.options())};
   }
 
   const auto g = grad_out.contiguous(fmt);
@@ -244,8 +242,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     return total;
   };
   const auto shift_total = reduce(shift_part, units1);
-  auto gs = grad_scales.to(at::kDouble);
-  auto gb = grad_shifts.to(at::kDouble);
+  auto gs = at::empty({K, C}, scales.options().dtype(at::kDouble));
+  auto gb = at::empty({K, C}, scales.options().dtype(at::kDouble));
   double* gs_p = gs.mutable_data_ptr<double>();
   double* gb_p = gb.mutable_data_ptr<double>();
   for (int64_t k = 0; k < K; ++k) {
