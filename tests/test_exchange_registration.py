@@ -51,3 +51,20 @@ def test_compile_fullgraph_forward_and_backward():
     g = torch.randn_like(y1)
     for u, v in zip(torch.autograd.grad(y1, a, g), torch.autograd.grad(y2, b, g)):
         torch.testing.assert_close(u, v)
+
+
+def test_compile_dynamic_shapes_forward_and_backward():
+    # The C++ autograd kernel takes the size as SymInts, so a graph compiled
+    # for symbolic shapes serves new sizes without recompiling per size.
+    def f(x0, x1, s):
+        return hrnet_fast.exchange([x0, x1], [s, None], None, mode="bilinear") * 2.0
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    for hw in [(8, 6), (11, 7), (14, 9)]:
+        xs, sc, _ = make_case([hw, (hw[0] // 2, hw[1] // 2)], c=4)
+        a, b = requires_grad(xs + [sc[0]]), requires_grad(xs + [sc[0]])
+        y1, y2 = compiled(*a), f(*b)
+        torch.testing.assert_close(y1, y2)
+        g = torch.randn_like(y1)
+        for u, v in zip(torch.autograd.grad(y1, a, g), torch.autograd.grad(y2, b, g)):
+            torch.testing.assert_close(u, v)
