@@ -57,6 +57,32 @@ struct Source {
   }
 };
 
+// Two row buffers keyed by the source row they hold. Output rows read
+// source rows in non-decreasing order, so two slots hold both taps of the
+// current output row and each source row is computed about once per task.
+template <typename acc_t>
+struct SourceRows {
+  std::vector<acc_t> data[2];
+  int64_t key[2] = {-1, -1};
+  int next = 0;
+
+  explicit SourceRows(int64_t size) : data{std::vector<acc_t>(size), std::vector<acc_t>(size)} {}
+
+  template <typename Fill>
+  const acc_t* get(int64_t k, Fill&& fill) {
+    for (int i = 0; i < 2; ++i)
+      if (key[i] == k) {
+        next = 1 - i;  // keep this one, replace the other next
+        return data[i].data();
+      }
+    const int i = next;
+    fill(data[i].data());
+    key[i] = k;
+    next = 1 - i;
+    return data[i].data();
+  }
+};
+
 template <typename scalar_t>
 at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts, int64_t H,
                         int64_t W, Mode mode, bool align_corners, bool relu) {
@@ -93,40 +119,56 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
 
   if (fmt == at::MemoryFormat::ChannelsLast) {
     // One task = output rows (n, h); the inner loops run over contiguous
-    // channel vectors.
+    // channel vectors, or whole rows of W * C. A bilinear smaller input is
+    // interpolated along W once per source row (kept while consecutive
+    // output rows read it) and blended along H as whole rows.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(C), blend(C);
+      std::vector<acc_t> acc(direct ? 0 : W * C);
+      // Shifts and same-size scales tiled along a row, so the same-size
+      // inputs are summed in one loop over W * C per row rather than W
+      // loops over C (HRNet's fine branches have few channels).
+      std::vector<acc_t> shift_tiled(W * C), scale_tiled(m * W * C);
       std::vector<const acc_t*> scale(m);
       std::vector<const scalar_t*> x(m);
-      for (int j = 0; j < m; ++j) scale[j] = same[j]->scale;
+      for (int64_t w = 0; w < W; ++w) std::copy(shift_sum.begin(), shift_sum.end(), shift_tiled.begin() + w * C);
+      for (int j = 0; j < m; ++j) {
+        scale[j] = scale_tiled.data() + j * W * C;
+        for (int64_t w = 0; w < W; ++w) std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
+      }
+      // Per smaller input: two W-interpolated, scaled source rows and the
+      // (n, source row) each holds, -1 when empty.
+      std::vector<SourceRows<acc_t>> cache(nearest ? 0 : smaller.size(), SourceRows<acc_t>(W * C));
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, h = row % H;
-        for (int64_t w = 0; w < W; ++w) {
-          for (int j = 0; j < m; ++j) x[j] = same[j]->data + ((n * H + h) * W + w) * C;
-          scalar_t* o = out_p + (row * W + w) * C;
-          if (direct) {
-            cpu::affine_sum_any<1>(o, shift_sum.data(), scale.data(), x.data(), m, C, relu);
+        scalar_t* o = out_p + row * W * C;
+        for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
+        if (direct) {
+          cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
+          continue;
+        }
+        cpu::affine_sum_any<1>(acc.data(), shift_tiled.data(), scale.data(), x.data(), m, W * C, false);
+        for (size_t i = 0; i < smaller.size(); ++i) {
+          const auto* s = smaller[i];
+          const scalar_t* base = s->data + n * s->h * s->w * C;
+          if (nearest) {
+            const scalar_t* src_row = base + s->rows.i0[h] * s->w * C;
+            for (int64_t w = 0; w < W; ++w)
+              cpu::axpy_channels(acc.data() + w * C, s->scale, src_row + s->cols.i0[w] * C, C);
             continue;
           }
-          cpu::affine_sum_any<1>(acc.data(), shift_sum.data(), scale.data(), x.data(), m, C, false);
-          for (const auto* s : smaller) {
-            const scalar_t* base = s->data + n * s->h * s->w * C;
-            if (nearest) {
-              cpu::axpy_channels(acc.data(), s->scale, base + (s->rows.i0[h] * s->w + s->cols.i0[w]) * C, C);
-            } else {
-              const int64_t r0 = s->rows.i0[h] * s->w, r1 = s->rows.i1[h] * s->w;
-              const int64_t c0 = s->cols.i0[w], c1 = s->cols.i1[w];
-              const acc_t h0 = s->rows.l0[h], h1 = s->rows.l1[h], w0 = s->cols.l0[w], w1 = s->cols.l1[w];
-              std::fill(blend.begin(), blend.end(), acc_t(0));
-              cpu::axpy(blend.data(), h0 * w0, base + (r0 + c0) * C, C);
-              cpu::axpy(blend.data(), h0 * w1, base + (r0 + c1) * C, C);
-              cpu::axpy(blend.data(), h1 * w0, base + (r1 + c0) * C, C);
-              cpu::axpy(blend.data(), h1 * w1, base + (r1 + c1) * C, C);
-              cpu::axpy_channels(acc.data(), s->scale, blend.data(), C);
-            }
-          }
-          cpu::store_activated(o, acc.data(), C, relu);
+          auto interpolated = [&](int64_t r) {
+            return cache[i].get(n * s->h + r, [&](acc_t* t) {
+              const scalar_t* src_row = base + r * s->w * C;
+              for (int64_t w = 0; w < W; ++w)
+                cpu::scaled_lerp_channels(t + w * C, s->scale, s->cols.l0[w], src_row + s->cols.i0[w] * C,
+                                          s->cols.l1[w], src_row + s->cols.i1[w] * C, C);
+            });
+          };
+          const acc_t* t0 = interpolated(s->rows.i0[h]);
+          const acc_t* t1 = interpolated(s->rows.i1[h]);
+          cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
         }
+        cpu::store_activated(o, acc.data(), W * C, relu);
       }
     });
     return out;

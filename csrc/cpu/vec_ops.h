@@ -76,6 +76,14 @@ inline void affine_sum_any(dst_t* __restrict dst, const acc_t* shift, const acc_
   }
 }
 
+// t[i] = scale[i] * (a * x[i] + b * y[i])
+template <typename acc_t, typename scalar_t>
+inline void scaled_lerp_channels(acc_t* __restrict t, const acc_t* __restrict scale, acc_t a,
+                                 const scalar_t* __restrict x, acc_t b, const scalar_t* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) t[i] = scale[i] * (a * static_cast<acc_t>(x[i]) + b * static_cast<acc_t>(y[i]));
+}
+
 // acc[i] += a * x[i] + b * y[i]
 template <typename acc_t>
 inline void axpby(acc_t* __restrict acc, acc_t a, const acc_t* __restrict x, acc_t b, const acc_t* __restrict y,
