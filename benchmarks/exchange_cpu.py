@@ -20,6 +20,7 @@ import torch
 
 import hrnet_fast
 from bench_shapes import exchange_case
+from hrnet_fast.bench.memory import settle_allocator
 
 def measure_copy_bandwidth(nbytes: int = 256 << 20, reps: int = 10) -> float:
     """Bytes moved per second by a large tensor copy (read + write)."""
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
+    settle_allocator()
     bw = measure_copy_bandwidth()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     print(f"# CPU: {torch.get_num_threads()} threads, torch {torch.__version__}, measured copy bandwidth "

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 import hrnet_fast
+from hrnet_fast.bench.memory import settle_allocator
 
 
 def randomize_bn(model: nn.Module) -> nn.Module:
@@ -116,6 +117,7 @@ def main() -> None:
     import timm
 
     torch.manual_seed(0)
+    settle_allocator()
     base = randomize_bn(timm.create_model(args.model, pretrained=False))
     fused = hrnet_fast.convert(copy.deepcopy(base), backend=args.backend)
     print(f"# {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

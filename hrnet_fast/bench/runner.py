@@ -161,6 +161,8 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
     t_start = time.perf_counter()
     if case.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        memory.settle_allocator()
     names = expand_variants(case.variants, case.backend, case.device)
     base = build_model(case)
     x = make_input(case)
