@@ -39,6 +39,16 @@ def test_gradcheck_several_same_size_inputs(shapes, channels_last):
     assert torch.autograd.gradcheck(_fn("bilinear", False, True), args, eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_nearest_exact_factors(channels_last):
+    # Nearest upsampling by exactly 2, 4 and 8 along W takes the grouped-sum
+    # adjoint; 3 -> 16 (not an integer factor) the general tap walk.
+    xs, sc, sh = make_case([(8, 16), (4, 8), (2, 4), (1, 2), (2, 3)], n=1, c=3, dtype=torch.float64,
+                           channels_last=channels_last)
+    args = requires_grad(xs + sc + sh)
+    assert torch.autograd.gradcheck(_fn("nearest", False, True), args, eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("mode,align_corners", MODES)
 def test_gradcheck_odd_upsampling_and_explicit_size(mode, align_corners):
     xs, sc, sh = make_case([(5, 3), (3, 2), (1, 1)], n=1, c=2, dtype=torch.float64)

@@ -80,6 +80,22 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const scalar_t* x;
     scalar_t* gx;
     const acc_t* scale;
+    // Nearest with an exact factor of 2, 4 or 8 along W (HRNet's case): the
+    // W adjoint sums groups of that many neighbours, one flat loop over the
+    // plane (sum_groups) instead of a tap walk per output row.
+    int group;
+  };
+  // The factor f when the W adjoint is "source q reads outputs q*f .. q*f+f-1
+  // with weight 1", else 0.
+  auto exact_group = [&](const AdjointTaps<acc_t>& a, int64_t in) -> int {
+    const int64_t f = in > 0 ? W / in : 0;
+    if (mode != Mode::Nearest || f * in != W || (f != 2 && f != 4 && f != 8)) return 0;
+    for (int64_t q = 0; q < in; ++q) {
+      if (a.offset[q] != q * f || a.offset[q + 1] != (q + 1) * f) return 0;
+      for (int64_t j = 0; j < f; ++j)
+        if (a.p[q * f + j] != q * f + j || a.w[q * f + j] != acc_t(1)) return 0;
+    }
+    return static_cast<int>(f);
   };
   std::vector<Smaller> smaller;
   for (int64_t k = 0; k < K; ++k) {
@@ -87,7 +103,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
     smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
                        AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
-                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C});
+                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0});
+    smaller.back().group = exact_group(smaller.back().cols, w);
   }
 
   // Partial sums: one row of C per partition unit (rows (n, h) for
@@ -180,7 +197,13 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         // the H adjoint as whole-row vector operations.
         for (const auto& sm : smaller) {
           const int64_t h = sm.h, w = sm.w;
-          for (int64_t ph = 0; ph < H; ++ph) {
+          switch (sm.group) {
+            case 2: cpu::sum_groups<2>(rows_w.data(), gm_plane.data(), H * w); break;
+            case 4: cpu::sum_groups<4>(rows_w.data(), gm_plane.data(), H * w); break;
+            case 8: cpu::sum_groups<8>(rows_w.data(), gm_plane.data(), H * w); break;
+            default: break;
+          }
+          for (int64_t ph = 0; ph < H && !sm.group; ++ph) {
             const scalar_t* grow = gm_plane.data() + ph * W;
             for (int64_t qw = 0; qw < w; ++qw) {
               acc_t a = 0;

@@ -105,6 +105,17 @@ inline void store_activated(scalar_t* __restrict out, const acc_t* __restrict ac
   }
 }
 
+// out[i] = x[i*F] + x[i*F+1] + ... + x[i*F+F-1], added in that order: the
+// adjoint of nearest upsampling by an exact factor F along a contiguous axis.
+template <int F, typename acc_t, typename scalar_t>
+inline void sum_groups(acc_t* __restrict out, const scalar_t* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t a = static_cast<acc_t>(x[i * F]);
+    for (int j = 1; j < F; ++j) a += static_cast<acc_t>(x[i * F + j]);
+    out[i] = a;
+  }
+}
+
 // out[i] = s * x[i]
 template <typename acc_t, typename scalar_t>
 inline void scale_store(scalar_t* __restrict out, acc_t s, const acc_t* __restrict x, int64_t n) {
