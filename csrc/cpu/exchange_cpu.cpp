@@ -41,6 +41,13 @@ struct Source {
   const acc_t* scale;  // C entries
   bool same;           // already of the output size: read directly
   AxisTaps<acc_t> rows, cols;
+  // Nearest upsampling by exactly 2, 4 or 8 along W (HRNet's case): a
+  // plane's rows are widened in one flat loop (repeat_each) rather than a
+  // gather per source row.
+  int repeat = 0;
+  // ... and by the same factor along H: the whole plane in one loop nest
+  // (upsample_axpy), no per-row passes.
+  bool square_ = false;
 
   Source(const at::Tensor& x, at::MemoryFormat fmt, const acc_t* scale_row, int64_t H, int64_t W, Mode mode,
          bool align_corners)
@@ -53,6 +60,13 @@ struct Source {
     if (!same) {
       rows = AxisTaps<acc_t>(h, H, mode, align_corners);
       cols = AxisTaps<acc_t>(w, W, mode, align_corners);
+      const int64_t f = W / w;
+      bool exact = mode == Mode::Nearest && f * w == W && (f == 2 || f == 4 || f == 8);
+      for (int64_t q = 0; exact && q < W; ++q) exact = cols.i0[q] == q / f;
+      repeat = exact ? static_cast<int>(f) : 0;
+      bool square = repeat && f * h == H;
+      for (int64_t p = 0; square && p < H; ++p) square = rows.i0[p] == p / f;
+      square_ = square;
     }
   }
 };
@@ -192,8 +206,22 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
       for (const auto* s : smaller) {
         const scalar_t* base = s->data + plane * s->h * s->w;
         const acc_t scale_c = s->scale[c];
+        if (s->square_) {
+          switch (s->repeat) {
+            case 2: cpu::upsample_axpy<2>(acc.data(), scale_c, base, s->h, s->w); break;
+            case 4: cpu::upsample_axpy<4>(acc.data(), scale_c, base, s->h, s->w); break;
+            default: cpu::upsample_axpy<8>(acc.data(), scale_c, base, s->h, s->w); break;
+          }
+          continue;
+        }
         rows_w.resize(s->h * W);
-        for (int64_t qh = 0; qh < s->h; ++qh) {
+        switch (s->repeat) {
+          case 2: cpu::repeat_each<2>(rows_w.data(), base, s->h * s->w); break;
+          case 4: cpu::repeat_each<4>(rows_w.data(), base, s->h * s->w); break;
+          case 8: cpu::repeat_each<8>(rows_w.data(), base, s->h * s->w); break;
+          default: break;
+        }
+        for (int64_t qh = 0; qh < s->h && !s->repeat; ++qh) {
           const scalar_t* r = base + qh * s->w;
           acc_t* t = rows_w.data() + qh * W;
           if (nearest) {

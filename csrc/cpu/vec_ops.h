@@ -116,6 +116,32 @@ inline void sum_groups(acc_t* __restrict out, const scalar_t* __restrict x, int6
   }
 }
 
+// out[i*F + j] = x[i] for j < F: nearest upsampling by an exact factor F
+// along a contiguous axis.
+template <int F, typename acc_t, typename scalar_t>
+inline void repeat_each(acc_t* __restrict out, const scalar_t* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t v = static_cast<acc_t>(x[i]);
+    for (int j = 0; j < F; ++j) out[i * F + j] = v;
+  }
+}
+
+// acc[(i*F + r) * W + j*F + t] += s * x[i * w + j] for r, t < F (W = w*F):
+// a plane upsampled by an exact factor F on both axes (nearest), added in
+// one loop nest over the source plane.
+template <int F, typename acc_t, typename scalar_t>
+inline void upsample_axpy(acc_t* __restrict acc, acc_t s, const scalar_t* __restrict x, int64_t h, int64_t w) {
+  const int64_t W = w * F;
+  for (int64_t i = 0; i < h; ++i) {
+    acc_t* __restrict a = acc + i * F * W;
+    for (int64_t j = 0; j < w; ++j) {
+      const acc_t v = s * static_cast<acc_t>(x[i * w + j]);
+      for (int r = 0; r < F; ++r)
+        for (int t = 0; t < F; ++t) a[r * W + j * F + t] += v;
+    }
+  }
+}
+
 // out[i] = s * x[i]
 template <typename acc_t, typename scalar_t>
 inline void scale_store(scalar_t* __restrict out, acc_t s, const acc_t* __restrict x, int64_t n) {
