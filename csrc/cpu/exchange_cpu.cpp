@@ -47,7 +47,7 @@ struct Source {
   int repeat = 0;
   // ... and by the same factor along H: the whole plane in one loop nest
   // (upsample_axpy), no per-row passes.
-  bool square_ = false;
+  bool both_axes = false;
 
   Source(const at::Tensor& x, at::MemoryFormat fmt, const acc_t* scale_row, int64_t H, int64_t W, Mode mode,
          bool align_corners)
@@ -66,7 +66,7 @@ struct Source {
       repeat = exact ? static_cast<int>(f) : 0;
       bool square = repeat && f * h == H;
       for (int64_t p = 0; square && p < H; ++p) square = rows.i0[p] == p / f;
-      square_ = square;
+      both_axes = square;
     }
   }
 };
@@ -206,7 +206,7 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
       for (const auto* s : smaller) {
         const scalar_t* base = s->data + plane * s->h * s->w;
         const acc_t scale_c = s->scale[c];
-        if (s->square_) {
+        if (s->both_axes) {
           switch (s->repeat) {
             case 2: cpu::upsample_axpy<2>(acc.data(), scale_c, base, s->h, s->w); break;
             case 4: cpu::upsample_axpy<4>(acc.data(), scale_c, base, s->h, s->w); break;
