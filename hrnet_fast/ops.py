@@ -148,23 +148,29 @@ def param_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_affine(values, name: str, count: int, channels: int, device: torch.device) -> None:
+def _check_affine(values, name: str, count: int, channels: int, device: torch.device) -> bool:
+    """Validates scales or shifts; True when every entry is a tensor (so the
+    dense rows are one stack, no identity fill)."""
     if values is None:
-        return
+        return False
     if isinstance(values, Tensor) or not isinstance(values, (list, tuple)):
         raise TypeError(f"hrnet_fast.exchange: {name} must be None or a list with one entry per input")
     if len(values) != count:
         raise ValueError(f"hrnet_fast.exchange: {name} has {len(values)} entries for {count} inputs")
+    complete = True
     for k, v in enumerate(values):
         if v is None:
+            complete = False
             continue
         if not isinstance(v, Tensor):
             raise TypeError(f"hrnet_fast.exchange: {name}[{k}] is {type(v).__name__}, not a Tensor or None")
-        if tuple(v.shape) != (channels,):
+        shape = v.shape
+        if len(shape) != 1 or shape[0] != channels:
             raise ValueError(f"hrnet_fast.exchange: {name}[{k}] must have shape ({channels},), got "
-                             f"{tuple(v.shape)}")
+                             f"{tuple(shape)}")
         if v.device != device:
             raise ValueError(f"hrnet_fast.exchange: {name}[{k}] is on {v.device} but the inputs are on {device}")
+    return complete
 
 
 # Identity affine rows by (count, channels, fill, dtype, device): constants,
@@ -186,12 +192,13 @@ def _identity_rows(count: int, channels: int, fill: float, dtype: torch.dtype, d
     return rows
 
 
-def _dense_affine(values, count: int, channels: int, fill: float, like: Tensor) -> Tensor:
-    """(count, channels) affine rows; None entries become the identity."""
+def _dense_affine(values, count: int, channels: int, fill: float, like: Tensor, complete: bool = False) -> Tensor:
+    """(count, channels) affine rows; None entries become the identity.
+    `complete`: every entry is a tensor (as _check_affine found)."""
     dtype = param_dtype(like.dtype)
     if values is None:
         return _identity_rows(count, channels, fill, dtype, like.device)
-    if all(v is not None and v.dtype == dtype for v in values):  # the common case: one stack, no copies
+    if complete and all(v.dtype == dtype for v in values):  # the common case: one stack, no copies
         return torch.stack(values)
     return torch.stack([torch.full((channels,), fill, dtype=dtype, device=like.device) if v is None
                         else v.to(dtype) for v in values])
@@ -274,15 +281,15 @@ def exchange(
     align_corners = bool(align_corners) and mode == "bilinear"
     x0 = inputs[0]
     channels = x0.shape[1]
-    _check_affine(scales, "scales", len(inputs), channels, x0.device)
-    _check_affine(shifts, "shifts", len(inputs), channels, x0.device)
-    convs = _check_convs(convs, x0, (out_h, out_w))
+    scales_complete = _check_affine(scales, "scales", len(inputs), channels, x0.device)
+    shifts_complete = _check_affine(shifts, "shifts", len(inputs), channels, x0.device)
+    convs = [] if isinstance(convs, (list, tuple)) and not convs else _check_convs(convs, x0, (out_h, out_w))
     backend = resolve_backend(backend, x0.device)
     if backend == "reference":
         return _reference.exchange(inputs, scales, shifts, convs=convs, size=(out_h, out_w), mode=mode,
                                    align_corners=align_corners, relu=relu)
-    dense_scales = _dense_affine(scales, len(inputs), channels, 1.0, x0)
-    dense_shifts = _dense_affine(shifts, len(inputs), channels, 0.0, x0)
+    dense_scales = _dense_affine(scales, len(inputs), channels, 1.0, x0, scales_complete)
+    dense_shifts = _dense_affine(shifts, len(inputs), channels, 0.0, x0, shifts_complete)
     if convs and backend in _CONV_KERNELS:
         return _CONV_KERNELS[backend](inputs, dense_scales, dense_shifts, convs, [out_h, out_w], mode,
                                       align_corners, relu)
