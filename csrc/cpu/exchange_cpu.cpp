@@ -147,7 +147,8 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
       for (int64_t w = 0; w < W; ++w) std::copy(shift_sum.begin(), shift_sum.end(), shift_tiled.begin() + w * C);
       for (int j = 0; j < m; ++j) {
         scale[j] = scale_tiled.data() + j * W * C;
-        for (int64_t w = 0; w < W; ++w) std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
+        for (int64_t w = 0; w < W; ++w)
+          std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
       }
       // Per smaller input: two W-interpolated, scaled source rows and the
       // (n, source row) each holds, -1 when empty.
@@ -188,9 +189,10 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
     return out;
   }
 
-  // NCHW: one task = planes (n, c). A smaller input is first interpolated
-  // along W for each of its rows (1/f of the output rows), then blended
-  // along H with whole-row vector operations.
+  // NCHW: one task = planes (n, c). A smaller input upsampled by an exact
+  // factor (nearest, 2/4/8) is added in one loop nest over its plane;
+  // otherwise it is first interpolated along W for each of its rows (1/f of
+  // the output rows), then blended along H with whole-row vector operations.
   at::parallel_for(0, N * C, grain_for(H * W), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(direct ? 0 : H * W), rows_w;
     std::vector<const acc_t*> scale(m);
