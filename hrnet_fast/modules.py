@@ -198,9 +198,21 @@ class FusedExchange(nn.Module):
 
     # -- folding cache ----------------------------------------------------
 
+    @staticmethod
+    def _fold_tensors(conv: nn.Conv2d, bn: nn.Module) -> List[Tensor]:
+        # The modules' dicts directly: nn.Module.__getattr__ costs about half
+        # a microsecond per lookup, and this runs for every folded term on
+        # every call. Parametrized convs keep no plain "weight" there.
+        cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
+        if "weight" not in cp or "weight" not in bp or "running_mean" not in bb:
+            found = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        else:
+            found = (cp["weight"], cp.get("bias"), bp["weight"], bp.get("bias"), bb["running_mean"],
+                     bb.get("running_var"))
+        return [t for t in found if t is not None]
+
     def _folded(self, key: Any, conv: nn.Conv2d, bn: nn.Module) -> Tuple[Tensor, Tensor]:
-        tensors = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-                   if t is not None]
+        tensors = self._fold_tensors(conv, bn)
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
             # Under autograd the fold must be part of the graph; under
             # compile it is traced (and constant-folded) with the model.

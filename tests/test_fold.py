@@ -114,6 +114,30 @@ def test_fold_cache_and_invalidation(folds):
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 
+def test_fold_reads_parametrized_conv_weights(folds):
+    # The fold cache reads tensors from the modules' dicts for speed; a
+    # parametrized conv keeps no plain weight there and must still fold with
+    # (and be invalidated by) its computed weight.
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2.0 * w
+
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    for model in (ref, fused):
+        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) >= 2][0]
+        parametrize.register_parametrization(host.fuse_layers[1][0][-1][0], "weight", Doubled())
+        parametrize.register_parametrization(host.fuse_layers[0][1][0], "weight", Doubled())
+    x = torch.randn(X, dtype=torch.float64)
+    eval_matches(ref, fused, x)
+    for model in (ref, fused):
+        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) >= 2][0]
+        with torch.no_grad():
+            host.fuse_layers[0][1][0].parametrizations.weight.original.mul_(-1.5)
+    eval_matches(ref, fused, x)
+
+
 def test_eval_with_grad_enabled_differentiates_through_fold(folds):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
     ref.eval()
