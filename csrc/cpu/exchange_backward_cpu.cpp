@@ -66,12 +66,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   }
   const scalar_t* g_p = g.const_data_ptr<scalar_t>();
   const scalar_t* o_p = o.const_data_ptr<scalar_t>();
-  // channels_last materialises gm when smaller inputs gather from it in
-  // pass 2; NCHW keeps each plane's gm in a task-local buffer and finishes
-  // the smaller inputs of that plane while it is in cache.
-  const bool materialise = cl && relu && any_smaller;
-  at::Tensor gm_t = materialise ? at::empty_like(g) : g;
-  scalar_t* gm_w = materialise ? gm_t.mutable_data_ptr<scalar_t>() : nullptr;
 
   // Smaller inputs: the adjoint of their interpolation, in CSR form per axis.
   struct Smaller {
@@ -85,11 +79,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     // plane (sum_groups) instead of a tap walk per output row.
     int group;
   };
-  // The factor f when the W adjoint is "source q reads outputs q*f .. q*f+f-1
-  // with weight 1", else 0.
-  auto exact_group = [&](const AdjointTaps<acc_t>& a, int64_t in) -> int {
-    const int64_t f = in > 0 ? W / in : 0;
-    if (mode != Mode::Nearest || f * in != W || (f != 2 && f != 4 && f != 8)) return 0;
+  // The factor f when an axis's adjoint is "source q reads outputs q*f ..
+  // q*f+f-1 with weight 1", else 0.
+  auto exact_group = [&](const AdjointTaps<acc_t>& a, int64_t in, int64_t out_size) -> int {
+    const int64_t f = in > 0 ? out_size / in : 0;
+    if (mode != Mode::Nearest || f * in != out_size || (f != 2 && f != 4 && f != 8)) return 0;
     for (int64_t q = 0; q < in; ++q) {
       if (a.offset[q] != q * f || a.offset[q + 1] != (q + 1) * f) return 0;
       for (int64_t j = 0; j < f; ++j)
@@ -104,7 +98,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
                        AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
                        grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0});
-    smaller.back().group = exact_group(smaller.back().cols, w);
+    smaller.back().group = exact_group(smaller.back().cols, w, W);
   }
 
   // Partial sums: one row of C per partition unit (rows (n, h) for
@@ -127,33 +121,118 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     x_base[j] = xs[same_k[j]].const_data_ptr<scalar_t>();
   }
 
-  if (cl) {
-    // Unit = output row (n, h); per-channel row sums kept in acc_t lanes,
-    // then added to the double partials once per row.
-    at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> shift_row(C), scale_row(m * C);
-      std::vector<scalar_t> scratch(gm_w ? 0 : C);
-      std::vector<scalar_t*> gx(m);
-      std::vector<const acc_t*> scale(m);
-      std::vector<const scalar_t*> x(m);
-      std::vector<acc_t*> part(m);
-      for (int j = 0; j < m; ++j) scale[j] = sc_p + same_k[j] * C, part[j] = scale_row.data() + j * C;
-      for (int64_t row = begin; row < end; ++row) {
-        std::fill(shift_row.begin(), shift_row.end(), acc_t(0));
-        std::fill(scale_row.begin(), scale_row.end(), acc_t(0));
-        for (int64_t e = row * W * C; e < (row + 1) * W * C; e += C) {
-          for (int j = 0; j < m; ++j) {
-            gx[j] = gx_base[j] + e;
-            x[j] = x_base[j] + e;
-          }
-          cpu::grad_same_any<1>(g_p + e, o_p + e, gm_w ? gm_w + e : scratch.data(), gx.data(), scale.data(),
-                                x.data(), shift_row.data(), part.data(), m, C, relu);
+  // channels_last helpers. Pass 1 for output row `row` (partition unit:
+  // the row): per-channel row sums in acc_t, then into the double partials.
+  struct RowScratch {
+    std::vector<acc_t> shift_row, scale_row, acc, part;
+    std::vector<scalar_t*> gx;
+    std::vector<const acc_t*> scale;
+    std::vector<const scalar_t*> x;
+    std::vector<acc_t*> parts;
+  };
+  auto make_scratch = [&]() {
+    RowScratch r{std::vector<acc_t>(C), std::vector<acc_t>(m * C), std::vector<acc_t>(C), std::vector<acc_t>(C),
+                 std::vector<scalar_t*>(m), std::vector<const acc_t*>(m), std::vector<const scalar_t*>(m),
+                 std::vector<acc_t*>(m)};
+    for (int j = 0; j < m; ++j) r.scale[j] = sc_p + same_k[j] * C, r.parts[j] = r.scale_row.data() + j * C;
+    return r;
+  };
+  // gm_row: where the row's gm goes (W * C entries), or null to drop it.
+  auto cl_pass1_row = [&](RowScratch& r, int64_t row, scalar_t* gm_row, scalar_t* scratch) {
+    std::fill(r.shift_row.begin(), r.shift_row.end(), acc_t(0));
+    std::fill(r.scale_row.begin(), r.scale_row.end(), acc_t(0));
+    for (int64_t px = 0; px < W; ++px) {
+      const int64_t e = (row * W + px) * C;
+      for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
+      cpu::grad_same_any<1>(g_p + e, o_p + e, gm_row ? gm_row + px * C : scratch, r.gx.data(), r.scale.data(),
+                            r.x.data(), r.shift_row.data(), r.parts.data(), m, C, relu);
+    }
+    for (int64_t c = 0; c < C; ++c) shift_part[row * C + c] = r.shift_row[c];
+    for (int j = 0; j < m; ++j)
+      for (int64_t c = 0; c < C; ++c) scale_part[same_k[j]][row * C + c] = r.scale_row[j * C + c];
+  };
+  // The adjoint for source row qh of image n of a smaller input (partition
+  // unit: that source row): each source pixel's channel vector sums the
+  // output pixels that read it. Output row p of image n is at
+  // gm_rows + (p - first_row) * W * C.
+  auto cl_source_row = [&](RowScratch& r, const Smaller& sm, int64_t n, int64_t qh, const scalar_t* gm_rows,
+                           int64_t first_row) {
+    const int64_t unit = n * sm.h + qh;
+    std::fill(r.part.begin(), r.part.end(), acc_t(0));
+    for (int64_t qw = 0; qw < sm.w; ++qw) {
+      std::fill(r.acc.begin(), r.acc.end(), acc_t(0));
+      for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i) {
+        const scalar_t* grow = gm_rows + (sm.rows.p[i] - first_row) * W * C;
+        for (int64_t j = sm.cols.offset[qw]; j < sm.cols.offset[qw + 1]; ++j)
+          cpu::axpy(r.acc.data(), sm.rows.w[i] * sm.cols.w[j], grow + sm.cols.p[j] * C, C);
+      }
+      const int64_t base = (unit * sm.w + qw) * C;
+      cpu::scale_store_channels(sm.gx + base, sm.scale, r.acc.data(), C);
+      cpu::add_product_into(r.part.data(), r.acc.data(), sm.x + base, C);
+    }
+    for (int64_t c = 0; c < C; ++c) scale_part[sm.k][unit * C + c] = r.part[c];
+  };
+  // Blocked form: when every smaller input is a nearest upsampling by an
+  // exact factor along H (HRNet), a block of F output rows (F the largest
+  // factor) holds all the rows some source rows read. Pass 1 fills the
+  // block's gm in a task-local buffer and the smaller inputs' source rows
+  // are finished from it while it is in cache: gm never goes to memory.
+  int64_t block = 0;
+  if (cl && !smaller.empty()) {
+    block = 1;
+    for (const auto& sm : smaller) {
+      const int f = exact_group(sm.rows, sm.h, H);
+      if (f == 0) {
+        block = 0;
+        break;
+      }
+      block = std::max<int64_t>(block, f);
+    }
+  }
+  for (const auto& sm : smaller)
+    if (cl) scale_part[sm.k].assign(N * sm.h * C, 0.0);
+
+  if (cl && block > 0) {
+    const int64_t blocks = H / block;
+    at::parallel_for(0, N * blocks, grain_for(block * W * C), [&](int64_t begin, int64_t end) {
+      RowScratch r = make_scratch();
+      std::vector<scalar_t> gm_block(block * W * C);
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t n = unit / blocks, first = (unit % blocks) * block;
+        for (int64_t i = 0; i < block; ++i)
+          cl_pass1_row(r, n * H + first + i, gm_block.data() + i * W * C, nullptr);
+        for (const auto& sm : smaller) {
+          const int64_t f = H / sm.h;
+          for (int64_t qh = first / f; qh < (first + block) / f; ++qh)
+            cl_source_row(r, sm, n, qh, gm_block.data(), first);
         }
-        for (int64_t c = 0; c < C; ++c) shift_part[row * C + c] = shift_row[c];
-        for (int j = 0; j < m; ++j)
-          for (int64_t c = 0; c < C; ++c) scale_part[same_k[j]][row * C + c] = scale_row[j * C + c];
       }
     });
+  } else if (cl) {
+    // General channels_last: gm is written to memory once (pass 1) when a
+    // smaller input gathers from it (pass 2); with relu off it is grad.
+    const bool materialise = relu && any_smaller;
+    at::Tensor gm_t = materialise ? at::empty_like(g) : g;
+    scalar_t* gm_w = materialise ? gm_t.mutable_data_ptr<scalar_t>() : nullptr;
+    // Unit = output row (n, h).
+    at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
+      RowScratch r = make_scratch();
+      std::vector<scalar_t> scratch(C);
+      for (int64_t row = begin; row < end; ++row)
+        cl_pass1_row(r, row, gm_w ? gm_w + row * W * C : nullptr, scratch.data());
+    });
+    // Pass 2: the adjoint of each smaller input's interpolation, as a gather
+    // over the materialised gm.
+    const scalar_t* gm_p = gm_t.const_data_ptr<scalar_t>();
+    for (const auto& sm : smaller) {
+      at::parallel_for(0, N * sm.h, grain_for(sm.w * C * 4), [&](int64_t begin, int64_t end) {
+        RowScratch r = make_scratch();
+        for (int64_t unit = begin; unit < end; ++unit) {
+          const int64_t n = unit / sm.h;
+          cl_source_row(r, sm, n, unit % sm.h, gm_p + n * H * W * C, 0);
+        }
+      });
+    }
   } else {
     // Unit = plane (n, c); sums in acc_t within chunks of kChunk elements,
     // chunks added in double, so long planes keep their precision.
@@ -220,39 +299,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
           cpu::scale_store(sm.gx + off, sm.scale[c], gsum.data(), h * w);
           scale_part[sm.k][plane] = cpu::dot(gsum.data(), sm.x + off, h * w);
         }
-      }
-    });
-  }
-
-  // Pass 2 (channels_last): the adjoint of each smaller input's
-  // interpolation, as a gather over the materialised gm.
-  const scalar_t* gm_p = gm_t.const_data_ptr<scalar_t>();
-  for (const auto& sm : smaller) {
-    if (!cl) break;  // NCHW finished them in pass 1
-    const int64_t k = sm.k, h = sm.h, w = sm.w;
-    const auto& rows = sm.rows;
-    const auto& cols = sm.cols;
-    // Unit = source row (n, qh): each source pixel's channel vector sums
-    // the output pixels that read it.
-    const int64_t units = N * h;
-    scale_part[k].assign(units * C, 0.0);
-    at::parallel_for(0, units, grain_for(w * C * 4), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(C), part(C);
-      for (int64_t unit = begin; unit < end; ++unit) {
-        const int64_t n = unit / h, qh = unit % h;
-        std::fill(part.begin(), part.end(), acc_t(0));
-        for (int64_t qw = 0; qw < w; ++qw) {
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-          for (int64_t i = rows.offset[qh]; i < rows.offset[qh + 1]; ++i) {
-            const scalar_t* grow = gm_p + (n * H + rows.p[i]) * W * C;
-            for (int64_t j = cols.offset[qw]; j < cols.offset[qw + 1]; ++j)
-              cpu::axpy(acc.data(), rows.w[i] * cols.w[j], grow + cols.p[j] * C, C);
-          }
-          const int64_t base = (unit * w + qw) * C;
-          cpu::scale_store_channels(sm.gx + base, sm.scale, acc.data(), C);
-          cpu::add_product_into(part.data(), acc.data(), sm.x + base, C);
-        }
-        for (int64_t c = 0; c < C; ++c) scale_part[k][unit * C + c] = part[c];
       }
     });
   }
