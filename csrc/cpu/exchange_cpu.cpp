@@ -121,9 +121,10 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   std::vector<Source<scalar_t, acc_t>> src;
   src.reserve(K);
   for (int64_t k = 0; k < K; ++k) src.emplace_back(inputs[k], fmt, sc_p + k * C, H, W, mode, align_corners);
-  // Same-size inputs are summed with the shifts in one pass (affine_sum);
-  // smaller ones are then added into that sum. With no smaller input the
-  // pass writes the output directly.
+  // Same-size inputs are summed with the shifts in one pass (affine_sum),
+  // which writes the output directly when no input is interpolated; the
+  // interpolated inputs are summed into an accumulator that pass adds
+  // (NCHW) or added to its result (channels_last).
   std::vector<const Source<scalar_t, acc_t>*> same, smaller;
   for (const auto& s : src) (s.same ? same : smaller).push_back(&s);
   const int m = static_cast<int>(same.size());
@@ -204,18 +205,32 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
         cpu::affine_sum_any<0>(out_p + plane * H * W, &shift_sum[c], scale.data(), x.data(), m, H * W, relu);
         continue;
       }
-      cpu::affine_sum_any<0>(acc.data(), &shift_sum[c], scale.data(), x.data(), m, H * W, false);
+      // The interpolated inputs are summed first into acc (the first one
+      // writes it), then one pass adds the shifts and the same-size inputs
+      // and writes the output: two passes over acc rather than three.
+      bool first = true;
       for (const auto* s : smaller) {
         const scalar_t* base = s->data + plane * s->h * s->w;
         const acc_t scale_c = s->scale[c];
         if (s->both_axes) {
-          switch (s->repeat) {
-            case 2: cpu::upsample_axpy<2>(acc.data(), scale_c, base, s->h, s->w); break;
-            case 4: cpu::upsample_axpy<4>(acc.data(), scale_c, base, s->h, s->w); break;
-            default: cpu::upsample_axpy<8>(acc.data(), scale_c, base, s->h, s->w); break;
+          if (first) {
+            switch (s->repeat) {
+              case 2: cpu::upsample_axpy<2, true>(acc.data(), scale_c, base, s->h, s->w); break;
+              case 4: cpu::upsample_axpy<4, true>(acc.data(), scale_c, base, s->h, s->w); break;
+              default: cpu::upsample_axpy<8, true>(acc.data(), scale_c, base, s->h, s->w); break;
+            }
+          } else {
+            switch (s->repeat) {
+              case 2: cpu::upsample_axpy<2, false>(acc.data(), scale_c, base, s->h, s->w); break;
+              case 4: cpu::upsample_axpy<4, false>(acc.data(), scale_c, base, s->h, s->w); break;
+              default: cpu::upsample_axpy<8, false>(acc.data(), scale_c, base, s->h, s->w); break;
+            }
           }
+          first = false;
           continue;
         }
+        if (first) std::fill(acc.begin(), acc.end(), acc_t(0));
+        first = false;
         rows_w.resize(s->h * W);
         switch (s->repeat) {
           case 2: cpu::repeat_each<2>(rows_w.data(), base, s->h * s->w); break;
@@ -244,7 +259,8 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
           }
         }
       }
-      cpu::store_activated(out_p + plane * H * W, acc.data(), H * W, relu);
+      cpu::affine_sum_add<0>(out_p + plane * H * W, &shift_sum[c], acc.data(), scale.data(), x.data(), m, H * W,
+                             relu);
     }
   });
   return out;

@@ -32,37 +32,38 @@ inline void axpy_channels(acc_t* __restrict acc, const acc_t* __restrict scale, 
   for (int64_t i = 0; i < n; ++i) acc[i] += scale[i] * static_cast<acc_t>(x[i]);
 }
 
-// dst[i] = act(shift + sum_k s_k[i] * x_k[i]) over M same-size inputs read in
-// one pass (M a compile-time count, so the k loop unrolls inside the vector
-// loop). Stride selects the scale: 0 for one scalar per input (an NCHW
-// plane), 1 for a per-element vector (a channels_last channel run); the
-// shift likewise. dst is either the output (act applied) or an accumulator
-// that smaller inputs are added to afterwards (relu false).
-template <int M, int Stride, typename acc_t, typename scalar_t, typename dst_t>
-inline void affine_sum(dst_t* __restrict dst, const acc_t* __restrict shift, const acc_t* const* scale,
-                       const scalar_t* const* x, int64_t n, bool relu) {
-  const acc_t* __restrict s[M];
-  const scalar_t* __restrict p[M];
+// dst[i] = act(shift + addend[i] + sum_k s_k[i] * x_k[i]) over M same-size
+// inputs read in one pass (M a compile-time count, so the k loop unrolls
+// inside the vector loop). Stride selects the scale: 0 for one scalar per
+// input (an NCHW plane), 1 for a per-element vector (a channels_last row);
+// the shift likewise. The addend (the interpolated inputs, already summed)
+// is there only when Add. dst is the output (act applied) or an accumulator
+// that interpolated inputs are added to afterwards (relu false).
+template <int M, int Stride, bool Add, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum(dst_t* __restrict dst, const acc_t* __restrict shift, const acc_t* __restrict addend,
+                       const acc_t* const* scale, const scalar_t* const* x, int64_t n, bool relu) {
+  const acc_t* __restrict s[M > 0 ? M : 1];
+  const scalar_t* __restrict p[M > 0 ? M : 1];
   for (int k = 0; k < M; ++k) s[k] = scale[k], p[k] = x[k];
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     acc_t v = shift[i * Stride];
+    if constexpr (Add) v += addend[i];
     for (int k = 0; k < M; ++k) v += s[k][i * Stride] * static_cast<acc_t>(p[k][i]);
     if (relu) v = v < acc_t(0) ? acc_t(0) : v;
     dst[i] = static_cast<dst_t>(v);
   }
 }
 
-// affine_sum over a run-time count m >= 0 of inputs.
-template <int Stride, typename acc_t, typename scalar_t, typename dst_t>
-inline void affine_sum_any(dst_t* __restrict dst, const acc_t* shift, const acc_t* const* scale,
-                           const scalar_t* const* x, int m, int64_t n, bool relu) {
+template <int Stride, bool Add, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum_m(dst_t* dst, const acc_t* shift, const acc_t* addend, const acc_t* const* scale,
+                         const scalar_t* const* x, int m, int64_t n, bool relu) {
   switch (m) {
-    case 0: return affine_sum<0, Stride>(dst, shift, scale, x, n, relu);
-    case 1: return affine_sum<1, Stride>(dst, shift, scale, x, n, relu);
-    case 2: return affine_sum<2, Stride>(dst, shift, scale, x, n, relu);
-    case 3: return affine_sum<3, Stride>(dst, shift, scale, x, n, relu);
-    case 4: return affine_sum<4, Stride>(dst, shift, scale, x, n, relu);
+    case 0: return affine_sum<0, Stride, Add>(dst, shift, addend, scale, x, n, relu);
+    case 1: return affine_sum<1, Stride, Add>(dst, shift, addend, scale, x, n, relu);
+    case 2: return affine_sum<2, Stride, Add>(dst, shift, addend, scale, x, n, relu);
+    case 3: return affine_sum<3, Stride, Add>(dst, shift, addend, scale, x, n, relu);
+    case 4: return affine_sum<4, Stride, Add>(dst, shift, addend, scale, x, n, relu);
     default: break;
   }
   // More than four same-size inputs (not an HRNet shape): the same sum with
@@ -70,10 +71,25 @@ inline void affine_sum_any(dst_t* __restrict dst, const acc_t* shift, const acc_
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     acc_t v = shift[i * Stride];
+    if constexpr (Add) v += addend[i];
     for (int k = 0; k < m; ++k) v += scale[k][i * Stride] * static_cast<acc_t>(x[k][i]);
     if (relu) v = v < acc_t(0) ? acc_t(0) : v;
     dst[i] = static_cast<dst_t>(v);
   }
+}
+
+// affine_sum over a run-time count m >= 0 of inputs, without an addend.
+template <int Stride, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum_any(dst_t* dst, const acc_t* shift, const acc_t* const* scale, const scalar_t* const* x,
+                           int m, int64_t n, bool relu) {
+  affine_sum_m<Stride, false>(dst, shift, static_cast<const acc_t*>(nullptr), scale, x, m, n, relu);
+}
+
+// affine_sum over a run-time count m >= 0 of inputs plus an addend.
+template <int Stride, typename acc_t, typename scalar_t, typename dst_t>
+inline void affine_sum_add(dst_t* dst, const acc_t* shift, const acc_t* addend, const acc_t* const* scale,
+                           const scalar_t* const* x, int m, int64_t n, bool relu) {
+  affine_sum_m<Stride, true>(dst, shift, addend, scale, x, m, n, relu);
 }
 
 // t[i] = scale[i] * (a * x[i] + b * y[i])
@@ -126,10 +142,11 @@ inline void repeat_each(acc_t* __restrict out, const scalar_t* __restrict x, int
   }
 }
 
-// acc[(i*F + r) * W + j*F + t] += s * x[i * w + j] for r, t < F (W = w*F):
-// a plane upsampled by an exact factor F on both axes (nearest), added in
-// one loop nest over the source plane.
-template <int F, typename acc_t, typename scalar_t>
+// acc[(i*F + r) * W + j*F + t] (+)= s * x[i * w + j] for r, t < F (W =
+// w*F): a plane upsampled by an exact factor F on both axes (nearest), in
+// one loop nest over the source plane; Store writes instead of adding (the
+// first term of an accumulator, saving its initialisation).
+template <int F, bool Store, typename acc_t, typename scalar_t>
 inline void upsample_axpy(acc_t* __restrict acc, acc_t s, const scalar_t* __restrict x, int64_t h, int64_t w) {
   const int64_t W = w * F;
   for (int64_t i = 0; i < h; ++i) {
@@ -137,7 +154,13 @@ inline void upsample_axpy(acc_t* __restrict acc, acc_t s, const scalar_t* __rest
     for (int64_t j = 0; j < w; ++j) {
       const acc_t v = s * static_cast<acc_t>(x[i * w + j]);
       for (int r = 0; r < F; ++r)
-        for (int t = 0; t < F; ++t) a[r * W + j * F + t] += v;
+        for (int t = 0; t < F; ++t) {
+          if constexpr (Store) {
+            a[r * W + j * F + t] = v;
+          } else {
+            a[r * W + j * F + t] += v;
+          }
+        }
     }
   }
 }
