@@ -162,14 +162,23 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
           cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
           continue;
         }
-        cpu::affine_sum_any<1>(acc.data(), shift_tiled.data(), scale.data(), x.data(), m, W * C, false);
+        // As in NCHW: the interpolated inputs into acc (the first writes
+        // it), then one pass with the shifts and same-size inputs.
         for (size_t i = 0; i < smaller.size(); ++i) {
           const auto* s = smaller[i];
+          const bool first = i == 0;
           const scalar_t* base = s->data + n * s->h * s->w * C;
           if (nearest) {
             const scalar_t* src_row = base + s->rows.i0[h] * s->w * C;
-            for (int64_t w = 0; w < W; ++w)
-              cpu::axpy_channels(acc.data() + w * C, s->scale, src_row + s->cols.i0[w] * C, C);
+            for (int64_t w = 0; w < W; ++w) {
+              acc_t* a = acc.data() + w * C;
+              const scalar_t* px = src_row + s->cols.i0[w] * C;
+              if (first) {
+                cpu::mul_channels(a, s->scale, px, C);
+              } else {
+                cpu::axpy_channels(a, s->scale, px, C);
+              }
+            }
             continue;
           }
           auto interpolated = [&](int64_t r) {
@@ -182,9 +191,13 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
           };
           const acc_t* t0 = interpolated(s->rows.i0[h]);
           const acc_t* t1 = interpolated(s->rows.i1[h]);
-          cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+          if (first) {
+            cpu::lerp(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+          } else {
+            cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+          }
         }
-        cpu::store_activated(o, acc.data(), W * C, relu);
+        cpu::affine_sum_add<1>(o, shift_tiled.data(), acc.data(), scale.data(), x.data(), m, W * C, relu);
       }
     });
     return out;

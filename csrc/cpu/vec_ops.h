@@ -100,6 +100,22 @@ inline void scaled_lerp_channels(acc_t* __restrict t, const acc_t* __restrict sc
   for (int64_t i = 0; i < n; ++i) t[i] = scale[i] * (a * static_cast<acc_t>(x[i]) + b * static_cast<acc_t>(y[i]));
 }
 
+// out[i] = scale[i] * x[i]
+template <typename acc_t, typename scalar_t>
+inline void mul_channels(acc_t* __restrict out, const acc_t* __restrict scale, const scalar_t* __restrict x,
+                         int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = scale[i] * static_cast<acc_t>(x[i]);
+}
+
+// out[i] = a * x[i] + b * y[i]
+template <typename acc_t>
+inline void lerp(acc_t* __restrict out, acc_t a, const acc_t* __restrict x, acc_t b, const acc_t* __restrict y,
+                 int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = a * x[i] + b * y[i];
+}
+
 // acc[i] += a * x[i] + b * y[i]
 template <typename acc_t>
 inline void axpby(acc_t* __restrict acc, acc_t a, const acc_t* __restrict x, acc_t b, const acc_t* __restrict y,
