@@ -76,8 +76,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const acc_t* scale;
     // Nearest with an exact factor of 2, 4 or 8 along W (HRNet's case): the
     // W adjoint sums groups of that many neighbours, one flat loop over the
-    // plane (sum_groups) instead of a tap walk per output row.
-    int group;
+    // plane (sum_groups) instead of a tap walk per output row; the same
+    // along H (group_h) sums groups of rows (sum_row_groups).
+    int group, group_h;
   };
   // The factor f when an axis's adjoint is "source q reads outputs q*f ..
   // q*f+f-1 with weight 1", else 0.
@@ -97,8 +98,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
     smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
                        AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
-                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0});
+                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0, 0});
     smaller.back().group = exact_group(smaller.back().cols, w, W);
+    smaller.back().group_h = exact_group(smaller.back().rows, h, H);
   }
 
   // Partial sums: one row of C per partition unit (rows (n, h) for
@@ -291,10 +293,16 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
               rows_w[ph * w + qw] = a;
             }
           }
-          std::fill(gsum.begin(), gsum.begin() + h * w, acc_t(0));
-          for (int64_t qh = 0; qh < h; ++qh)
-            for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i)
-              cpu::axpy(gsum.data() + qh * w, sm.rows.w[i], rows_w.data() + sm.rows.p[i] * w, w);
+          switch (sm.group_h) {
+            case 2: cpu::sum_row_groups<2>(gsum.data(), rows_w.data(), h, w); break;
+            case 4: cpu::sum_row_groups<4>(gsum.data(), rows_w.data(), h, w); break;
+            case 8: cpu::sum_row_groups<8>(gsum.data(), rows_w.data(), h, w); break;
+            default:
+              std::fill(gsum.begin(), gsum.begin() + h * w, acc_t(0));
+              for (int64_t qh = 0; qh < h; ++qh)
+                for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i)
+                  cpu::axpy(gsum.data() + qh * w, sm.rows.w[i], rows_w.data() + sm.rows.p[i] * w, w);
+          }
           const int64_t off = plane * h * w;
           cpu::scale_store(sm.gx + off, sm.scale[c], gsum.data(), h * w);
           scale_part[sm.k][plane] = cpu::dot(gsum.data(), sm.x + off, h * w);

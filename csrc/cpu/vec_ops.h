@@ -148,6 +148,22 @@ inline void sum_groups(acc_t* __restrict out, const scalar_t* __restrict x, int6
   }
 }
 
+// out[q * w + i] = x[(q*F) * w + i] + ... + x[(q*F + F-1) * w + i] for q < h,
+// added in that order: the adjoint of nearest upsampling by an exact factor F
+// across rows of w.
+template <int F, typename acc_t>
+inline void sum_row_groups(acc_t* __restrict out, const acc_t* __restrict x, int64_t h, int64_t w) {
+  for (int64_t q = 0; q < h; ++q) {
+    const acc_t* __restrict r = x + q * F * w;
+#pragma omp simd
+    for (int64_t i = 0; i < w; ++i) {
+      acc_t a = r[i];
+      for (int j = 1; j < F; ++j) a += r[j * w + i];
+      out[q * w + i] = a;
+    }
+  }
+}
+
 // out[i*F + j] = x[i] for j < F: nearest upsampling by an exact factor F
 // along a contiguous axis.
 template <int F, typename acc_t, typename scalar_t>
