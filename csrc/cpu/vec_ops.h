@@ -124,19 +124,6 @@ inline void axpby(acc_t* __restrict acc, acc_t a, const acc_t* __restrict x, acc
   for (int64_t i = 0; i < n; ++i) acc[i] += a * x[i] + b * y[i];
 }
 
-// out[i] = relu ? relu(acc[i]) : acc[i], with torch.relu's NaN behaviour
-// (NaN < 0 is false, so NaN stays NaN).
-template <typename acc_t, typename scalar_t>
-inline void store_activated(scalar_t* __restrict out, const acc_t* __restrict acc, int64_t n, bool relu) {
-  if (relu) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(acc[i] < acc_t(0) ? acc_t(0) : acc[i]);
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(acc[i]);
-  }
-}
-
 // out[i] = x[i*F] + x[i*F+1] + ... + x[i*F+F-1], added in that order: the
 // adjoint of nearest upsampling by an exact factor F along a contiguous axis.
 template <int F, typename acc_t, typename scalar_t>
