@@ -326,7 +326,8 @@ _CONV_KERNELS["triton"] = _triton_conv
 
 
 # ---------------------------------------------------------------------------
-# Fake kernels and autograd of the C++ ops (schemas in csrc/ops.cpp).
+# Fake kernels of the C++ ops (schemas in csrc/ops.cpp; their autograd is in
+# csrc/autograd/), and the autograd formula the Python-defined Triton ops use.
 # ---------------------------------------------------------------------------
 
 def follow_format(t: Tensor) -> torch.memory_format:
@@ -356,8 +357,9 @@ def setup_exchange_context(ctx, inputs, output):
 
 
 def make_exchange_backward(backward_op):
-    """Autograd formula shared by every backend whose forward has the
-    `exchange` schema: `backward_op` has the `exchange_backward` schema."""
+    """Autograd formula for a Python-defined op with the `exchange` schema
+    (the Triton backend): `backward_op` has the `exchange_backward` schema.
+    The C++ op's equivalent is csrc/autograd/exchange_autograd.cpp."""
 
     def backward(ctx, grad):
         output, scales, *tensors = ctx.saved_tensors
