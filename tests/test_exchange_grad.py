@@ -72,6 +72,25 @@ def test_float32_grads_match_reference(mode, align_corners, channels_last):
         assert rel_err(u, v) < 1e-5, i
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3)])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_precision_grads_accumulate_in_float32(dtype, tol, mode, channels_last):
+    # Inputs and their gradients in half precision; the masked gradient,
+    # adjoints and per-channel sums in float32 (exact-factor nearest here:
+    # 16x12 from 8x6 and 4x3).
+    xs, sc, sh = make_case([(16, 12), (8, 6), (4, 3)], c=18, dtype=dtype, channels_last=channels_last)
+    a = requires_grad(xs + sc + sh)
+    y = hrnet_fast.exchange(a[:3], a[3:6], a[6:], mode=mode, backend="cpu")
+    g = torch.randn(y.shape, dtype=torch.float64)
+    got = torch.autograd.grad(y, a, g.to(dtype))
+    b = requires_grad([t.double() for t in xs + sc + sh])
+    want = torch.autograd.grad(hrnet_fast.reference(b[:3], b[3:6], b[6:], mode=mode), b, g)
+    for i, (u, v) in enumerate(zip(got, want)):
+        assert u.dtype == a[i].dtype and u.shape == v.shape, i
+        assert rel_err(u.double(), v) < tol, (i, rel_err(u.double(), v))
+
+
 def test_only_some_arguments_require_grad():
     xs, sc, sh = make_case([(8, 6), (4, 3)], dtype=torch.float64)
     x0 = xs[0].clone().requires_grad_()
