@@ -33,13 +33,14 @@ def test_matches_reference_float32(mode, align_corners, relu):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_half_precision_accumulates_in_float32(dtype, tol, channels_last):
+def test_half_precision_accumulates_in_float32(dtype, tol, mode, channels_last):
     xs, sc, sh = make_case([(16, 12), (8, 6), (4, 3)], c=18, dtype=dtype, channels_last=channels_last)
-    got = hrnet_fast.exchange(xs, sc, sh, mode="bilinear", backend="cpu")
+    got = hrnet_fast.exchange(xs, sc, sh, mode=mode, backend="cpu")
     assert got.dtype == dtype
     want = hrnet_fast.reference([x.double() for x in xs], [s.double() for s in sc], [b.double() for b in sh],
-                                mode="bilinear")
+                                mode=mode)
     assert rel_err(got, want) < tol
 
 
