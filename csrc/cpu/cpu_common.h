@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "interp.h"
@@ -50,6 +51,32 @@ struct AdjointTaps {
     }
   }
 };
+
+// F when resizing `in` to `out` is nearest upsampling by an exact factor F of
+// 2, 4 or 8 (HRNet's case: output p reads source p / F, so the adjoint sums
+// groups of F), else 0. Checked against the shared index math, so a kernel
+// taking the grouped fast path computes what the tap tables would.
+inline int exact_nearest_factor(int64_t in, int64_t out, Mode mode) {
+  if (mode != Mode::Nearest || in <= 0 || out % in != 0) return 0;
+  const int64_t f = out / in;
+  if (f != 2 && f != 4 && f != 8) return 0;
+  const Axis<float> a = make_axis<float>(in, out, mode, false);
+  for (int64_t p = 0; p < out; ++p)
+    if (tap(a, p).i0 != p / f) return 0;
+  return static_cast<int>(f);
+}
+
+// fn(std::integral_constant<int, F>{}) for a factor f of 2, 4 or 8, so a
+// kernel templated on F is chosen in one place.
+template <typename Fn>
+inline void with_factor(int f, Fn&& fn) {
+  switch (f) {
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    default: return;
+  }
+}
 
 template <typename scalar_t, typename acc_t>
 inline acc_t load(const scalar_t* p) {

@@ -80,18 +80,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     // along H (group_h) sums groups of rows (sum_row_groups).
     int group, group_h;
   };
-  // The factor f when an axis's adjoint is "source q reads outputs q*f ..
-  // q*f+f-1 with weight 1", else 0.
-  auto exact_group = [&](const AdjointTaps<acc_t>& a, int64_t in, int64_t out_size) -> int {
-    const int64_t f = in > 0 ? out_size / in : 0;
-    if (mode != Mode::Nearest || f * in != out_size || (f != 2 && f != 4 && f != 8)) return 0;
-    for (int64_t q = 0; q < in; ++q) {
-      if (a.offset[q] != q * f || a.offset[q + 1] != (q + 1) * f) return 0;
-      for (int64_t j = 0; j < f; ++j)
-        if (a.p[q * f + j] != q * f + j || a.w[q * f + j] != acc_t(1)) return 0;
-    }
-    return static_cast<int>(f);
-  };
   std::vector<Smaller> smaller;
   for (int64_t k = 0; k < K; ++k) {
     if (same[k]) continue;
@@ -99,8 +87,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
                        AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
                        grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0, 0});
-    smaller.back().group = exact_group(smaller.back().cols, w, W);
-    smaller.back().group_h = exact_group(smaller.back().rows, h, H);
+    smaller.back().group = cpu::exact_nearest_factor(w, W, mode);
+    smaller.back().group_h = cpu::exact_nearest_factor(h, H, mode);
   }
 
   // Partial sums: one row of C per partition unit (rows (n, h) for
@@ -183,7 +171,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   if (cl && !smaller.empty()) {
     block = 1;
     for (const auto& sm : smaller) {
-      const int f = exact_group(sm.rows, sm.h, H);
+      const int f = sm.group_h;
       if (f == 0) {
         block = 0;
         break;
@@ -278,12 +266,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         // the H adjoint as whole-row vector operations.
         for (const auto& sm : smaller) {
           const int64_t h = sm.h, w = sm.w;
-          switch (sm.group) {
-            case 2: cpu::sum_groups<2>(rows_w.data(), gm_plane.data(), H * w); break;
-            case 4: cpu::sum_groups<4>(rows_w.data(), gm_plane.data(), H * w); break;
-            case 8: cpu::sum_groups<8>(rows_w.data(), gm_plane.data(), H * w); break;
-            default: break;
-          }
+          cpu::with_factor(sm.group, [&](auto F) {
+            cpu::sum_groups<decltype(F)::value>(rows_w.data(), gm_plane.data(), H * w);
+          });
           for (int64_t ph = 0; ph < H && !sm.group; ++ph) {
             const scalar_t* grow = gm_plane.data() + ph * W;
             for (int64_t qw = 0; qw < w; ++qw) {
@@ -293,15 +278,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
               rows_w[ph * w + qw] = a;
             }
           }
-          switch (sm.group_h) {
-            case 2: cpu::sum_row_groups<2>(gsum.data(), rows_w.data(), h, w); break;
-            case 4: cpu::sum_row_groups<4>(gsum.data(), rows_w.data(), h, w); break;
-            case 8: cpu::sum_row_groups<8>(gsum.data(), rows_w.data(), h, w); break;
-            default:
-              std::fill(gsum.begin(), gsum.begin() + h * w, acc_t(0));
-              for (int64_t qh = 0; qh < h; ++qh)
-                for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i)
-                  cpu::axpy(gsum.data() + qh * w, sm.rows.w[i], rows_w.data() + sm.rows.p[i] * w, w);
+          cpu::with_factor(sm.group_h, [&](auto F) {
+            cpu::sum_row_groups<decltype(F)::value>(gsum.data(), rows_w.data(), h, w);
+          });
+          if (!sm.group_h) {
+            std::fill(gsum.begin(), gsum.begin() + h * w, acc_t(0));
+            for (int64_t qh = 0; qh < h; ++qh)
+              for (int64_t i = sm.rows.offset[qh]; i < sm.rows.offset[qh + 1]; ++i)
+                cpu::axpy(gsum.data() + qh * w, sm.rows.w[i], rows_w.data() + sm.rows.p[i] * w, w);
           }
           const int64_t off = plane * h * w;
           cpu::scale_store(sm.gx + off, sm.scale[c], gsum.data(), h * w);

@@ -60,13 +60,8 @@ struct Source {
     if (!same) {
       rows = AxisTaps<acc_t>(h, H, mode, align_corners);
       cols = AxisTaps<acc_t>(w, W, mode, align_corners);
-      const int64_t f = W / w;
-      bool exact = mode == Mode::Nearest && f * w == W && (f == 2 || f == 4 || f == 8);
-      for (int64_t q = 0; exact && q < W; ++q) exact = cols.i0[q] == q / f;
-      repeat = exact ? static_cast<int>(f) : 0;
-      bool square = repeat && f * h == H;
-      for (int64_t p = 0; square && p < H; ++p) square = rows.i0[p] == p / f;
-      both_axes = square;
+      repeat = cpu::exact_nearest_factor(w, W, mode);
+      both_axes = repeat != 0 && cpu::exact_nearest_factor(h, H, mode) == repeat;
     }
   }
 };
@@ -226,31 +221,22 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
         const scalar_t* base = s->data + plane * s->h * s->w;
         const acc_t scale_c = s->scale[c];
         if (s->both_axes) {
-          if (first) {
-            switch (s->repeat) {
-              case 2: cpu::upsample_axpy<2, true>(acc.data(), scale_c, base, s->h, s->w); break;
-              case 4: cpu::upsample_axpy<4, true>(acc.data(), scale_c, base, s->h, s->w); break;
-              default: cpu::upsample_axpy<8, true>(acc.data(), scale_c, base, s->h, s->w); break;
+          cpu::with_factor(s->repeat, [&](auto F) {
+            if (first) {
+              cpu::upsample_axpy<decltype(F)::value, true>(acc.data(), scale_c, base, s->h, s->w);
+            } else {
+              cpu::upsample_axpy<decltype(F)::value, false>(acc.data(), scale_c, base, s->h, s->w);
             }
-          } else {
-            switch (s->repeat) {
-              case 2: cpu::upsample_axpy<2, false>(acc.data(), scale_c, base, s->h, s->w); break;
-              case 4: cpu::upsample_axpy<4, false>(acc.data(), scale_c, base, s->h, s->w); break;
-              default: cpu::upsample_axpy<8, false>(acc.data(), scale_c, base, s->h, s->w); break;
-            }
-          }
+          });
           first = false;
           continue;
         }
         if (first) std::fill(acc.begin(), acc.end(), acc_t(0));
         first = false;
         rows_w.resize(s->h * W);
-        switch (s->repeat) {
-          case 2: cpu::repeat_each<2>(rows_w.data(), base, s->h * s->w); break;
-          case 4: cpu::repeat_each<4>(rows_w.data(), base, s->h * s->w); break;
-          case 8: cpu::repeat_each<8>(rows_w.data(), base, s->h * s->w); break;
-          default: break;
-        }
+        cpu::with_factor(s->repeat, [&](auto F) {
+          cpu::repeat_each<decltype(F)::value>(rows_w.data(), base, s->h * s->w);
+        });
         for (int64_t qh = 0; qh < s->h && !s->repeat; ++qh) {
           const scalar_t* r = base + qh * s->w;
           acc_t* t = rows_w.data() + qh * W;
