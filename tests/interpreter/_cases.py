@@ -4,8 +4,9 @@ of two factors, a 1x1 source and channel counts that are not multiples of
 the channel block."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -15,6 +16,17 @@ MODES = [("nearest", False), ("bilinear", False), ("bilinear", True)]
 # (output size, source sizes of the smaller inputs)
 ODD = ((15, 9), [(8, 5), (3, 2), (1, 1)])
 POW2 = ((8, 12), [(4, 6), (2, 3), (1, 1)])
+
+
+def every_case(test: Callable) -> Callable:
+    """Parametrizes a test over every mode, the odd and power-of-two shapes
+    and both memory formats: arguments mode, align_corners, case,
+    channels_last."""
+    for mark in (pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"]),
+                 pytest.mark.parametrize("case", [ODD, POW2], ids=["odd", "pow2"]),
+                 pytest.mark.parametrize("mode,align_corners", MODES)):
+        test = mark(test)
+    return test
 
 
 def make_inputs(n: int, c: int, size: Tuple[int, int], smaller: Sequence[Tuple[int, int]],

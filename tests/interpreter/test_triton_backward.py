@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hrnet_fast
-from _cases import MODES, ODD, POW2, assert_close_nonzero, leaf_copies, make_inputs
+from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
 
 
 def _grads(backend, xs, ss, bs, grad, **kw):
@@ -18,9 +18,7 @@ def _grads(backend, xs, ss, bs, grad, **kw):
     return y.detach(), [t.grad for t in xs + ss + bs]
 
 
-@pytest.mark.parametrize("mode,align_corners", MODES)
-@pytest.mark.parametrize("case", [ODD, POW2], ids=["odd", "pow2"])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@every_case
 def test_backward_matches_reference(mode, align_corners, case, channels_last):
     size, smaller = case
     xs, ss, bs = make_inputs(2, 5, size, smaller, channels_last=channels_last)

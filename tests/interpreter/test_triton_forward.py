@@ -3,16 +3,14 @@ import pytest
 import torch
 
 import hrnet_fast
-from _cases import MODES, ODD, POW2, assert_close_nonzero, leaf_copies, make_inputs
+from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
 
 
 def test_backend_available_under_interpreter():
     assert hrnet_fast.backends()["triton"]
 
 
-@pytest.mark.parametrize("mode,align_corners", MODES)
-@pytest.mark.parametrize("case", [ODD, POW2], ids=["odd", "pow2"])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@every_case
 def test_forward_matches_reference(mode, align_corners, case, channels_last):
     size, smaller = case
     xs, ss, bs = make_inputs(2, 5, size, smaller, channels_last=channels_last)
