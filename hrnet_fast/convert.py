@@ -74,12 +74,15 @@ def _up_term(layer: nn.Module, j: int):
         return None
     if not (_is_conv(layer[0]) and _is_bn(layer[1])):
         return None
+    conv = layer[0]
+    pointwise = (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+                 and conv.dilation == (1, 1) and conv.groups == 1)
     if len(layer) == 2:
-        return Term(UP, j), None
+        return Term(UP, j, pointwise=pointwise), None
     if not isinstance(layer[2], nn.Upsample):
         return None
     mode, align, spec = _upsample_spec(layer[2])
-    return Term(UP, j, upsample=spec), (mode, align)
+    return Term(UP, j, upsample=spec, pointwise=pointwise), (mode, align)
 
 
 def _down_term(layer: nn.Module, j: int) -> Optional[Term]:

@@ -11,11 +11,14 @@ together.
 
 Per output branch i, terms j of the plan:
 - ID:     x_i itself;
-- UP:     j > i: 1x1 conv -> BN -> upsample (the op interpolates);
-- DOWN:   j < i: stride-2 conv chain; all links but the last run as
-          modules; in eval the last link's BN is folded into its conv,
-          which runs inside the op via `convs=` where the backend has a
-          conv-term kernel (else as a conv with the folded bias);
+- UP:     j > i: 1x1 conv -> BN -> upsample (the op interpolates); a
+          plain 1x1 conv runs as a GEMM (hrnet_fast.pointwise), with the
+          BN folded into it in eval;
+- DOWN:   j < i: stride-2 conv chain. In eval every link's BN is folded
+          into its conv (the earlier links then apply ReLU in place) and
+          the last conv runs inside the op via `convs=` where the backend
+          has a conv-term kernel (else as a conv with the folded bias); in
+          training the links run as modules;
 - OPAQUE: anything else: the layer runs as a module and its output is summed.
 
 BatchNorm: eval uses running statistics, folded once and cached (keyed on
@@ -46,6 +49,7 @@ from torch import Tensor
 
 from . import ops as _ops
 from .ops import exchange
+from .pointwise import conv1x1
 
 ID, UP, DOWN, OPAQUE = "id", "up", "down", "opaque"
 
@@ -55,11 +59,13 @@ class Term(NamedTuple):
     OPAQUE. For UP, `upsample` is None when the host interpolates inside
     forward (size-based), else ("scale", factors) or ("size", (h, w)) of its
     nn.Upsample; `in_kernel` says the DOWN chain's last conv may run inside
-    the op (3x3, stride 2, padding 1, plain)."""
+    the op (3x3, stride 2, padding 1, plain); `pointwise` says the UP conv
+    is a plain 1x1 (stride 1, no padding, one group), run as a GEMM."""
     kind: str
     j: int
     upsample: Optional[Tuple[str, Tuple[float, float]]] = None
     in_kernel: bool = False
+    pointwise: bool = False
 
 
 def _uses_batch_stats(bn: nn.Module) -> bool:
@@ -256,7 +262,8 @@ class FusedExchange(nn.Module):
                 conv, bn = layer[0], layer[1]
                 self._check_upsample(term, x, target)
                 if _uses_batch_stats(bn):
-                    z = conv(x)
+                    hooked = conv._forward_hooks or conv._forward_pre_hooks
+                    z = conv1x1(x, conv.weight, conv.bias) if term.pointwise and not hooked else conv(x)
                     if self.batch_stats_in_op and _plain_batchnorm(bn):
                         add(z, *_batch_affine(bn, z))
                     else:
@@ -267,12 +274,15 @@ class FusedExchange(nn.Module):
                         weight, bias = weight.to(x.dtype), bias.to(x.dtype)
                     # BN folded into the 1x1 conv, shift as its bias (free
                     # in the conv's epilogue; no affine rows for the op)
-                    add(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+                    if term.pointwise:
+                        add(conv1x1(x, weight, bias))
+                    else:
+                        add(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
             else:  # DOWN
                 links = list(layer)
                 a = x
-                for link in links[:-1]:
-                    a = link(a)
+                for k, link in enumerate(links[:-1]):
+                    a = self._down_link((i, term.j, k), link, a)
                 conv, bn = links[-1][0], links[-1][1]
                 if _uses_batch_stats(bn):
                     z = conv(a)
@@ -296,6 +306,20 @@ class FusedExchange(nn.Module):
                     self._check_down(z, target)
                     add(z)
         return self._call(inputs, scales, shifts, convs, target)
+
+    def _down_link(self, key: Any, link: nn.Module, a: Tensor) -> Tensor:
+        """An intermediate link conv -> BN -> ReLU of a DOWN chain. With
+        running statistics the BN is folded into the conv (its shift as the
+        conv's bias) and the ReLU runs in place: one pass over the link's
+        output instead of three. Links with hooks run as modules, so the
+        hooks fire."""
+        conv, bn = link[0], link[1]
+        if _uses_batch_stats(bn) or any(m._forward_hooks or m._forward_pre_hooks for m in link.modules()):
+            return link(a)
+        weight, bias = self._folded(key, conv, bn)
+        if not torch.is_autocast_enabled(a.device.type):
+            weight, bias = weight.to(a.dtype), bias.to(a.dtype)
+        return F.relu(F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups), inplace=True)
 
     def _conv_terms(self, device: torch.device) -> bool:
         """Whether the backend computes conv terms itself (one-pass kernel or

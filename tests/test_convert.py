@@ -245,3 +245,20 @@ def test_train_step_with_optimizer_then_eval():
         opt.step()
     assert_same_state(ref, fused, atol=1e-8, rtol=1e-6)
     eval_matches(ref, fused, x, atol=1e-8, rtol=1e-6)
+
+
+def test_up_convs_run_as_gemm_unless_hooked():
+    # The plain 1x1 UP convs run as a GEMM (hrnet_fast.pointwise); in
+    # training a conv with hooks is still called as a module, so its hooks
+    # fire and see the same tensors as in the unconverted model.
+    ref, fused = pair(timm_features("hrnet_w18_small"))
+    up_terms = [t for m in hrnet_fast.fused_modules(fused) for row in m.fused_exchange.plan for t in row
+                if t.kind == "up"]
+    assert up_terms and all(t.pointwise for t in up_terms)
+    seen = {}
+    for name, model in (("ref", ref), ("fused", fused)):
+        conv = model.stage2[0].fuse_layers[0][1][0]
+        conv.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+    assert set(seen) == {"ref", "fused"}
+    torch.testing.assert_close(seen["fused"], seen["ref"], rtol=0, atol=0)

@@ -1,7 +1,8 @@
 """BatchNorm folding in the converted exchange (issue 7's drop-in): in eval
 and for frozen BN, the chain's last BN is folded into its stride-2 conv and
-passed to the op as a conv term, the 1x1-conv BN into the 1x1 conv; folds are
-cached and recomputed when parameters or buffers change."""
+passed to the op as a conv term, the earlier links' BNs into their convs,
+the 1x1-conv BN into the 1x1 conv; folds are cached and recomputed when
+parameters or buffers change."""
 from __future__ import annotations
 
 import pytest
@@ -96,6 +97,7 @@ def test_fold_cache_and_invalidation(folds):
             m.fuse_layers[1][0][-1][1].weight.mul_(-2.0)
             m.fuse_layers[0][1][1].running_var.mul_(3.0)
             m.fuse_layers[3][1][-1][0].weight.add_(0.5)
+            m.fuse_layers[3][0][0][1].running_mean.add_(0.25)  # an earlier link of a chain
     eval_matches(ref, fused, x)
     assert len(folds) > first
     # load_state_dict copies into the tensors: invalidates too
@@ -171,3 +173,17 @@ def test_frozen_batchnorm_in_training(calls):
     loss_of(a).backward()
     loss_of(b).backward()
     assert_same_grads(ref, fused)
+
+
+def test_hooked_chain_link_runs_as_module():
+    # Earlier chain links fold their BN in eval; a link with a hook on any
+    # of its modules runs as a module, so the hook sees what it saw before.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
+    seen = {}
+    for name, model in (("ref", ref), ("fused", fused)):
+        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 3][0]
+        host.fuse_layers[2][0][0][1].register_forward_hook(
+            lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
+    assert set(seen) == {"ref", "fused"}
+    torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)

@@ -1,0 +1,53 @@
+"""The coarse branches' 1x1 convolutions as matrix products.
+
+On the CPU, oneDNN's 1x1 convolution at HRNet's exchange shapes (a few
+hundred channels over a few hundred pixels, batch 1-8) costs 2-3x a BLAS
+GEMM of the same size: its fixed cost (primitive lookup, reorders to and
+from blocked layouts) is as large as the arithmetic. A 1x1 convolution with
+stride 1, no padding and one group *is* a GEMM over the pixels, so
+`conv1x1` calls one directly (measured in benchmarks/RESULTS.md). Autograd
+and autocast treat the products as they treat conv2d (both run in the lower
+precision under CPU autocast), and the result keeps the input's memory
+format, as F.conv2d does.
+
+Example:
+    >>> import torch, torch.nn.functional as F
+    >>> from hrnet_fast.pointwise import conv1x1
+    >>> x, w, b = torch.randn(2, 8, 5, 3), torch.randn(4, 8, 1, 1), torch.randn(4)
+    >>> torch.allclose(conv1x1(x, w, b), F.conv2d(x, w, b), atol=1e-5)
+    True
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """F.conv2d(x, weight, bias) for a (C_out, C_in, 1, 1) weight, stride 1,
+    no padding, one group. Falls back to F.conv2d for anything else (other
+    devices, strided layouts), so it is always safe to call."""
+    if (x.device.type != "cpu" or x.dim() != 4 or weight.dim() != 4 or weight.shape[2:] != (1, 1)
+            or x.shape[1] != weight.shape[1] or x.numel() == 0):
+        return F.conv2d(x, weight, bias)
+    n, c_in, h, w = x.shape
+    c_out = weight.shape[0]
+    w2 = weight.view(c_out, c_in)
+    if x.is_contiguous():
+        # (C_out, C_in) @ (N, C_in, HW): one batched product, bias as the
+        # accumulator it starts from.
+        x3 = x.view(n, c_in, h * w)
+        if bias is None:
+            y = torch.matmul(w2, x3)
+        else:
+            y = torch.baddbmm(bias.view(1, c_out, 1), w2.expand(n, c_out, c_in), x3)
+        return y.view(n, c_out, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        # Pixels as rows: (N HW, C_in) @ (C_in, C_out) is channels_last out.
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in)
+        y = torch.mm(rows, w2.t()) if bias is None else torch.addmm(bias, rows, w2.t())
+        return y.view(n, h, w, c_out).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias)
