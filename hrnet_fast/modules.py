@@ -314,7 +314,7 @@ class FusedExchange(nn.Module):
         output instead of three. Links with hooks run as modules, so the
         hooks fire."""
         conv, bn = link[0], link[1]
-        if _uses_batch_stats(bn) or any(m._forward_hooks or m._forward_pre_hooks for m in link.modules()):
+        if _uses_batch_stats(bn) or any(m._forward_hooks or m._forward_pre_hooks for m in (link, *link)):
             return link(a)
         weight, bias = self._folded(key, conv, bn)
         if not torch.is_autocast_enabled(a.device.type):
