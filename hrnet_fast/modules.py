@@ -50,6 +50,7 @@ from torch import Tensor
 from . import ops as _ops
 from .ops import exchange
 from .pointwise import conv1x1
+from .shared_source import merged_first_convs, shared_sources
 
 ID, UP, DOWN, OPAQUE = "id", "up", "down", "opaque"
 
@@ -167,6 +168,10 @@ class FusedExchange(nn.Module):
         # affine to the op, saving the normalised tensor's memory pass.
         self.batch_stats_in_op = False
         self._cache: Dict[Any, Tuple[tuple, Tuple[Tensor, Tensor]]] = {}
+        # First convs reading the same branch, merged in single-image eval
+        # (hrnet_fast.shared_source), and their stacked folded weights.
+        self.shared_sources = shared_sources(plan)
+        self._stacked: Dict[Any, tuple] = {}
         self._conv_ok: Dict[Tuple[str, torch.device], bool] = {}
 
     def extra_repr(self) -> str:
@@ -178,6 +183,7 @@ class FusedExchange(nn.Module):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_cache"] = {}
+        state["_stacked"] = {}
         state["_conv_ok"] = {}
         return state
 
@@ -200,7 +206,11 @@ class FusedExchange(nn.Module):
 
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
         rows = self.host.fuse_layers
-        return [self._row(i, rows[i], xs) for i in range(len(self.plan))]
+        first = {}
+        if self.shared_sources and not torch.is_autocast_enabled(xs[0].device.type) and \
+                not self._conv_terms(xs[0].device):
+            first = merged_first_convs(self, xs)
+        return [self._row(i, rows[i], xs, first) for i in range(len(self.plan))]
 
     # -- folding cache ----------------------------------------------------
 
@@ -234,7 +244,9 @@ class FusedExchange(nn.Module):
 
     # -- one output branch ------------------------------------------------
 
-    def _row(self, i: int, row: nn.ModuleList, xs: List[Tensor]) -> Tensor:
+    def _row(self, i: int, row: nn.ModuleList, xs: List[Tensor], first: Dict[Tuple[int, int], Tensor]) -> Tensor:
+        """Output branch i. `first` holds first-conv outputs already
+        computed for several rows at once (merged_first_convs)."""
         target = tuple(xs[i].shape[-2:])
         autocast = torch.is_autocast_enabled(xs[i].device.type)
         inputs: List[Tensor] = []
@@ -261,7 +273,9 @@ class FusedExchange(nn.Module):
             elif term.kind == UP:
                 conv, bn = layer[0], layer[1]
                 self._check_upsample(term, x, target)
-                if _uses_batch_stats(bn):
+                if (i, term.j) in first:
+                    add(first[(i, term.j)])
+                elif _uses_batch_stats(bn):
                     hooked = conv._forward_hooks or conv._forward_pre_hooks
                     z = conv1x1(x, conv.weight, conv.bias) if term.pointwise and not hooked else conv(x)
                     if self.batch_stats_in_op and _plain_batchnorm(bn):
@@ -280,9 +294,14 @@ class FusedExchange(nn.Module):
                         add(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
             else:  # DOWN
                 links = list(layer)
-                a = x
-                for k, link in enumerate(links[:-1]):
-                    a = self._down_link((i, term.j, k), link, a)
+                merged = first.get((i, term.j))
+                if merged is not None and len(links) == 1:  # the chain's only conv, BN folded
+                    self._check_down(merged, target)
+                    add(merged)
+                    continue
+                a = x if merged is None else merged
+                for k in range(0 if merged is None else 1, len(links) - 1):
+                    a = self._down_link((i, term.j, k), links[k], a)
                 conv, bn = links[-1][0], links[-1][1]
                 if _uses_batch_stats(bn):
                     z = conv(a)

@@ -1,0 +1,109 @@
+"""Merged first convs per source branch (hrnet_fast.shared_source): used in
+single-image eval only, exact against the unconverted model, invalidated
+with the folds, and out of the way of hooks, batch statistics and batches."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hrnet_fast
+import hrnet_fast.modules as fm
+from test_convert_common import assert_close_lists, assert_same_grads, eval_matches, loss_of, pair
+
+X1 = (1, 3, 64, 64)
+
+
+@pytest.fixture
+def merges(monkeypatch):
+    """Records how many first convs each call merged."""
+    log = []
+    real = fm.merged_first_convs
+
+    def spy(fx, xs):
+        out = real(fx, xs)
+        log.append(len(out))
+        return out
+
+    monkeypatch.setattr(fm, "merged_first_convs", spy)
+    return log
+
+
+def _groups(model):
+    return [g for m in hrnet_fast.fused_modules(model) for g in m.fused_exchange.shared_sources]
+
+
+@pytest.mark.parametrize("arch,head,kw", [
+    ("w18_small_v1", "pose", {}),
+    ("w18_small_v2", "seg", {"num_classes": 3, "align_corners": True}),
+    ("w18_small_v2", "seg", {"num_classes": 3, "align_corners": False}),
+])
+def test_single_image_eval_merges_and_matches(merges, arch, head, kw):
+    ref, fused = pair(hrnet_fast.models.create(arch, head, **kw))
+    groups = _groups(fused)
+    assert {g.kind for g in groups} == {"up", "down"}
+    eval_matches(ref, fused, torch.randn(X1, dtype=torch.float64))
+    assert sum(merges) == sum(len(g.rows) for g in groups)
+
+
+def test_timm_single_image_eval_matches(merges):
+    timm = pytest.importorskip("timm")
+    ref, fused = pair(timm.create_model("hrnet_w18_small_v2", pretrained=False, features_only=True))
+    eval_matches(ref, fused, torch.randn(X1, dtype=torch.float64))
+    assert sum(merges) > 0
+
+
+def test_batches_and_training_do_not_merge(merges):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "pose"))
+    eval_matches(ref, fused, torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    assert sum(merges) == 0
+    fused.train()
+    fused(torch.randn(X1, dtype=torch.float64))
+    assert sum(merges) == 0
+
+
+def test_merged_weights_follow_parameter_updates():
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    x = torch.randn(X1, dtype=torch.float64)
+    eval_matches(ref, fused, x)
+    eval_matches(ref, fused, x)  # stacked weights cached
+    for model in (ref, fused):
+        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
+        with torch.no_grad():
+            host.fuse_layers[2][0][0][1].running_var.mul_(2.5)  # a merged DOWN first link
+            host.fuse_layers[0][3][0].weight.mul_(-1.0)  # a merged UP conv
+    eval_matches(ref, fused, x)
+
+
+def test_hooked_first_link_is_left_out(merges):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    seen = {}
+    for name, model in (("ref", ref), ("fused", fused)):
+        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
+        host.fuse_layers[3][0][0][0].register_forward_hook(
+            lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    eval_matches(ref, fused, torch.randn(X1, dtype=torch.float64))
+    assert set(seen) == {"ref", "fused"}
+    torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)
+
+
+def test_frozen_batchnorm_single_image_gradients(merges):
+    # BN frozen (eval, no grads) while the convs train: the merged convs are
+    # part of the graph and every conv weight gets its exact gradient.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "seg", num_classes=3))
+    for model in (ref, fused):
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
+    x = torch.randn(X1, dtype=torch.float64)
+    for _ in range(2):
+        for m in (ref, fused):
+            m.zero_grad()
+        a, b = ref(x), fused(x)
+        assert_close_lists(a, b)
+        loss_of(a).backward()
+        loss_of(b).backward()
+        assert_same_grads(ref, fused)
+    assert sum(merges) > 0
