@@ -2,6 +2,7 @@
 hrnet_fast.convert vs unconverted.
 
     .venv/bin/python benchmarks/model_cpu.py [--iters 20] [--train-iters 8] [--model hrnet_w32]
+        [--eval-batch 1] [--skip-eval] [--skip-train]
 
 - eval: 1x3x256x192, no_grad, float32;
 - train step: batch 4, forward + backward (BN in training mode);
@@ -28,6 +29,7 @@ import torch.nn as nn
 
 import hrnet_fast
 from hrnet_fast.bench.memory import settle_allocator
+from hrnet_fast.bench.timing import median_interval
 
 
 def randomize_bn(model: nn.Module) -> nn.Module:
@@ -43,8 +45,9 @@ def randomize_bn(model: nn.Module) -> nn.Module:
 
 
 def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], iters: int,
-           warmup: int = 2) -> Tuple[float, float, float]:
-    """(median time of a, median time of b, median of per-pair ratios a/b)."""
+           warmup: int = 2) -> Tuple[float, float, float, Tuple[float, float]]:
+    """(median time of a, median time of b, median of per-pair ratios a/b,
+    95 % confidence interval of that median)."""
     for _ in range(warmup):
         fn_a()
         fn_b()
@@ -56,7 +59,7 @@ def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], iters: int,
             fn()
             out.append(time.perf_counter() - t)
         ratios.append(ta[-1] / tb[-1])
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios), median_interval(ratios)
 
 
 class ExchangeTimer:
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--eval-batch", type=int, default=1)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args()
 
     import timm
@@ -123,6 +127,13 @@ def main() -> None:
     print(f"# {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, backend={args.backend}")
 
+    if not args.skip_eval:
+        run_eval(base, fused, args)
+    if not args.skip_train:
+        run_train(base, fused, args)
+
+
+def run_eval(base: nn.Module, fused: nn.Module, args: argparse.Namespace) -> None:
     base.eval()
     fused.eval()
     x = torch.randn(args.eval_batch, 3, 256, 192)
@@ -131,16 +142,18 @@ def main() -> None:
         # untrained weights with random BN statistics give large logits:
         # report the error relative to the output's magnitude
         err = ((fused(x) - want).abs().max() / want.abs().max()).item()
-        t_ref, t_fused, ratio = paired(lambda: base(x), lambda: fused(x), args.iters)
+        t_ref, t_fused, ratio, (lo, hi) = paired(lambda: base(x), lambda: fused(x), args.iters)
     print(f"eval {args.eval_batch}x3x256x192: unconverted {t_ref * 1e3:.1f} ms, converted {t_fused * 1e3:.1f} ms, "
-          f"speedup x{ratio:.3f} (median of {args.iters} paired ratios; max |diff| / max |out| {err:.1e})")
+          f"speedup x{ratio:.3f} (95% CI x{lo:.3f}-x{hi:.3f}; median of {args.iters} paired ratios; "
+          f"max |diff| / max |out| {err:.1e})")
 
     share_ref = exchange_share(base, x, max(5, args.iters // 2))
     share_fused = exchange_share(fused, x, max(5, args.iters // 2))
     print(f"exchange share of eval forward time: unconverted {share_ref:.1%}, converted {share_fused:.1%}")
 
-    if args.skip_train:
-        return
+
+
+def run_train(base: nn.Module, fused: nn.Module, args: argparse.Namespace) -> None:
     base.train()
     fused.train()
     xt = torch.randn(4, 3, 256, 192)
@@ -151,9 +164,10 @@ def main() -> None:
             model(xt).sum().backward()
         return run
 
-    t_ref, t_fused, ratio = paired(step(base), step(fused), args.train_iters, warmup=1)
+    t_ref, t_fused, ratio, (lo, hi) = paired(step(base), step(fused), args.train_iters, warmup=1)
     print(f"train step 4x3x256x192 (fwd+bwd): unconverted {t_ref * 1e3:.0f} ms, converted "
-          f"{t_fused * 1e3:.0f} ms, speedup x{ratio:.3f} (median of {args.train_iters} paired ratios)")
+          f"{t_fused * 1e3:.0f} ms, speedup x{ratio:.3f} (95% CI x{lo:.3f}-x{hi:.3f}; median of "
+          f"{args.train_iters} paired ratios)")
 
 
 if __name__ == "__main__":

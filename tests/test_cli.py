@@ -161,6 +161,10 @@ def test_timing_helpers():
     s = timing.summarize([3.0, 1.0, 2.0])
     assert s["median_ms"] == 2.0 and s["p10_ms"] <= 2.0 <= s["p90_ms"]
     assert timing.paired_speedup([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+    # the textbook 95 % ranks for the median: n = 10 -> (2, 9), n = 30 -> (10, 21)
+    assert timing.median_interval([float(v) for v in range(10, 0, -1)]) == (2.0, 9.0)
+    assert timing.median_interval([float(v) for v in range(1, 31)]) == (10.0, 21.0)
+    assert timing.median_interval([5.0, 1.0]) == (1.0, 5.0)  # too few values: the range
     assert timing.rounds_within(1.0, 100.0, 50) == 10
     assert timing.rounds_within(0.01, 100.0, 50) == 3
     calls = []

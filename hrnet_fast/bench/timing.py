@@ -98,6 +98,33 @@ def paired_speedup(base: Sequence[float], other: Sequence[float]) -> float:
     return float(statistics.median(ratios)) if ratios else math.nan
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float]:
+    """A distribution-free confidence interval for the median of `values`:
+    the order statistics (k, n + 1 - k) with the largest k whose binomial
+    coverage P(k <= B(n, 1/2) < n + 1 - k) is at least `level`. With too
+    few values for that coverage, the range of the values.
+
+    Example:
+        >>> median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+        (2.0, 9.0)
+    """
+    data = sorted(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("median_interval of no values")
+    cdf = []  # cdf[i] = P(B(n, 1/2) <= i)
+    total = 0.0
+    for i in range(n + 1):
+        total += math.comb(n, i) / 2.0 ** n
+        cdf.append(total)
+    best = 1
+    for k in range(1, n // 2 + 1):
+        # P(k <= B <= n - k) = cdf[n - k] - cdf[k - 1]
+        if cdf[n - k] - cdf[k - 1] >= level:
+            best = k
+    return data[best - 1], data[n - best]
+
+
 def rounds_within(budget_s: Optional[float], round_ms: float, wanted: int, minimum: int = 3) -> int:
     """How many rounds of `round_ms` fit in `budget_s` (None: no limit),
     between `minimum` and `wanted`."""
