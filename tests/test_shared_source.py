@@ -107,3 +107,33 @@ def test_frozen_batchnorm_single_image_gradients(merges):
         loss_of(b).backward()
         assert_same_grads(ref, fused)
     assert sum(merges) > 0
+
+
+def test_inference_mode_then_no_grad_then_grad(merges):
+    # stacked weights made under inference_mode must not leak into calls
+    # outside it (inference tensors cannot be saved for backward)
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "pose"))
+    ref.eval()
+    fused.eval()
+    x = torch.randn(X1, dtype=torch.float64)
+    with torch.no_grad():
+        expect = ref(x)
+    with torch.inference_mode():
+        assert_close_lists(expect, fused(x))
+    with torch.no_grad():
+        assert_close_lists(expect, fused(x))
+    xg = x.clone().requires_grad_()
+    loss_of(fused(xg)).backward()
+    assert xg.grad is not None and sum(merges) > 0
+
+
+def test_compile_fullgraph_single_image_eval(merges):
+    torch._dynamo.reset()
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose", num_joints=3))
+    ref.eval()
+    fused.eval()
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    x = torch.randn(X1, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), ref(x))
+    assert sum(merges) > 0
