@@ -1,11 +1,11 @@
 """The coarse branches' 1x1 convolutions as matrix products.
 
 On the CPU, oneDNN's 1x1 convolution at HRNet's exchange shapes (a few
-hundred channels over a few hundred pixels, batch 1-8) costs 2-3x a BLAS
-GEMM of the same size: its fixed cost (primitive lookup, reorders to and
-from blocked layouts) is as large as the arithmetic. A 1x1 convolution with
+hundred channels over a few hundred pixels, batch 1-8) costs 1.1-2.3x a
+BLAS GEMM of the same size, twice in NCHW: its fixed cost (primitive lookup,
+reorders to and from blocked layouts) is as large as the arithmetic. A 1x1 convolution with
 stride 1, no padding and one group *is* a GEMM over the pixels, so
-`conv1x1` calls one directly (measured in benchmarks/RESULTS.md). Autograd
+`conv1x1` calls one directly (benchmarks/fuse_convs_cpu.py). Autograd
 and autocast treat the products as they treat conv2d (both run in the lower
 precision under CPU autocast), and the result keeps the input's memory
 format, as F.conv2d does.

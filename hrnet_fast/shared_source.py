@@ -7,9 +7,9 @@ chain for the finer j (DOWN). The convs that read the same branch j with the
 same geometry are one convolution with their weights stacked along the
 output channels; the result is split back into the per-row tensors. With
 batch 1 on the CPU that saves the per-call cost of the smaller convs (W32
-stage 4: 384 -> 233 us for branch 0's three stride-2 convs, 55 -> 34 us for
-branch 3's three 1x1 convs; benchmarks/RESULTS.md), and a channel slice of a
-batch-1 NCHW tensor is still contiguous. With running statistics (eval or
+stage 4: 1.6x for branch 0's three stride-2 convs and for branch 3's three
+1x1 convs; benchmarks/fuse_convs_cpu.py), and a channel slice of a batch-1
+NCHW tensor is still contiguous. With running statistics (eval or
 frozen BN) each BN is folded into its conv first, so the merge is exact up
 to float rounding; batch statistics need each conv's own output, so
 training never merges.
