@@ -181,9 +181,11 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
     """Convert every multi-branch HRNet module of `model` in place to run its
     exchange through `hrnet_fast.exchange`; returns `model`.
 
-    Parameters, buffers, state_dict keys and type(model) are unchanged;
-    converting again changes nothing. Raises ValueError if the model holds no
-    HRNet module.
+    Parameters, buffers, state_dict keys and type(model) are unchanged.
+    Converting again changes nothing but drops the cached BatchNorm folds:
+    do it after editing weights through `.data`, which PyTorch's version
+    counters (and so the cache) do not see. Raises ValueError if the model
+    holds no HRNet module.
 
     Example:
         >>> import hrnet_fast
@@ -197,6 +199,7 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
             continue
         found += 1
         if _is_converted(m):
+            m.fused_exchange.clear_cache()
             continue
         plan, (row_mode, row_align) = _plan(m, mode, align_corners)
         fused = FusedExchange(m, plan, row_mode, row_align, backend,

@@ -178,6 +178,16 @@ class FusedExchange(nn.Module):
         return f"rows={len(self.plan)}, mode={self.mode!r}, align_corners={self.align_corners}, " \
                f"backend={self.backend!r}"
 
+    def clear_cache(self) -> None:
+        """Drop the cached BN folds. They are recomputed whenever a folded
+        tensor changes through PyTorch (in-place ops, optimizer steps,
+        load_state_dict, .to()), which the tensors' version counters show;
+        edits through `.data` bypass those counters, so call this (or
+        `hrnet_fast.convert(model)` again) after them."""
+        self._cache.clear()
+        self._stacked.clear()
+        self._conv_ok.clear()
+
     def __getstate__(self):
         # Folded weights are derived data: never pickle them.
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()

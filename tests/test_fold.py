@@ -187,3 +187,17 @@ def test_hooked_chain_link_runs_as_module():
     eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
     assert set(seen) == {"ref", "fused"}
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)
+
+
+def test_convert_again_refreshes_folds_after_data_edits():
+    # `.data` edits do not bump version counters, so the fold cache cannot
+    # see them; converting again (documented) drops the cache.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    for x in (torch.randn(X, dtype=torch.float64), torch.randn(1, 3, 64, 64, dtype=torch.float64)):
+        eval_matches(ref, fused, x)
+        for model in (ref, fused):
+            host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
+            host.fuse_layers[3][0][0][0].weight.data.mul_(-0.5)  # a merged first link at batch 1
+            host.fuse_layers[0][2][1].running_mean.data.add_(1.0)
+        hrnet_fast.convert(fused)
+        eval_matches(ref, fused, x)
