@@ -1,15 +1,18 @@
 """One convolution per source branch for the exchange's first layers in
-single-image eval.
+eval.
 
 Every output branch i reads every other branch j through its own first
 conv: a 1x1 conv for the coarser j (UP) or the first stride-2 3x3 conv of a
 chain for the finer j (DOWN). The convs that read the same branch j with the
 same geometry are one convolution with their weights stacked along the
-output channels; the result is split back into the per-row tensors. With
-batch 1 on the CPU that saves the per-call cost of the smaller convs (W32
-stage 4: 1.6x for branch 0's three stride-2 convs and for branch 3's three
-1x1 convs; benchmarks/fuse_convs_cpu.py), and a channel slice of a batch-1
-NCHW tensor is still contiguous. With running statistics (eval or
+output channels; the result is split back into the per-row tensors. On the
+CPU that saves the per-call cost of the smaller convs (W32 stage 4, batch 1:
+1.6x for branch 0's three stride-2 convs and for branch 3's three 1x1 convs,
+1.1-1.3x at batch 4; benchmarks/fuse_convs_cpu.py). A channel slice of a
+batch-1 NCHW tensor is contiguous; with larger batches the slices are
+strided views, which the next conv or the op reads as they are (the whole
+model is still faster: benchmarks/RESULTS.md). Channels_last sources are
+left alone. With running statistics (eval or
 frozen BN) each BN is folded into its conv first, so the merge is exact up
 to float rounding; batch statistics need each conv's own output, so
 training never merges.
@@ -65,7 +68,7 @@ def merged_first_convs(fx: "FusedExchange", xs: List[Tensor]) -> Dict[Tuple[int,
     rows = fx.host.fuse_layers
     for group in fx.shared_sources:
         x = xs[group.j]
-        if x.shape[0] != 1 or not x.is_contiguous() or x.device.type != "cpu":
+        if not x.is_contiguous() or x.device.type != "cpu":
             continue
         members = []
         for i in group.rows:

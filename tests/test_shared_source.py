@@ -1,6 +1,6 @@
 """Merged first convs per source branch (hrnet_fast.shared_source): used in
-single-image eval only, exact against the unconverted model, invalidated
-with the folds, and out of the way of hooks, batch statistics and batches."""
+eval on NCHW sources, exact against the unconverted model, invalidated with
+the folds, and out of the way of hooks, batch statistics and channels_last."""
 from __future__ import annotations
 
 import pytest
@@ -54,12 +54,22 @@ def test_timm_single_image_eval_matches(merges):
     assert sum(merges) > 0
 
 
-def test_batches_and_training_do_not_merge(merges):
+def test_batches_merge_and_training_does_not(merges):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "pose"))
-    eval_matches(ref, fused, torch.randn(2, 3, 64, 64, dtype=torch.float64))
-    assert sum(merges) == 0
+    eval_matches(ref, fused, torch.randn(3, 3, 64, 64, dtype=torch.float64))  # strided slices
+    assert sum(merges) == sum(len(g.rows) for g in _groups(fused))
+    merges.clear()
     fused.train()
-    fused(torch.randn(X1, dtype=torch.float64))
+    fused(torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    assert sum(merges) == 0
+
+
+def test_channels_last_sources_do_not_merge(merges):
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "seg", num_classes=3))
+    ref = ref.to(memory_format=torch.channels_last)
+    fused = fused.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    eval_matches(ref, fused, x)
     assert sum(merges) == 0
 
 
