@@ -22,7 +22,7 @@ import copy
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn as nn

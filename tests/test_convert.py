@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import hrnet_fast
 from test_convert_common import (assert_close_lists, assert_same_state, eval_matches, loss_of, pair,
-                                 randomize_bn, train_step_matches)
+                                 randomize_bn, record_outputs, train_step_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -255,10 +255,7 @@ def test_up_convs_run_as_gemm_unless_hooked():
     up_terms = [t for m in hrnet_fast.fused_modules(fused) for row in m.fused_exchange.plan for t in row
                 if t.kind == "up"]
     assert up_terms and all(t.pointwise for t in up_terms)
-    seen = {}
-    for name, model in (("ref", ref), ("fused", fused)):
-        conv = model.stage2[0].fuse_layers[0][1][0]
-        conv.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    seen = record_outputs({"ref": ref.stage2[0].fuse_layers[0][1][0], "fused": fused.stage2[0].fuse_layers[0][1][0]})
     train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
     assert set(seen) == {"ref", "fused"}
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=0, atol=0)

@@ -97,3 +97,37 @@ def eval_matches(ref: nn.Module, fused: nn.Module, x: torch.Tensor, atol=1e-9, r
     fused.eval()
     with torch.no_grad():
         assert_close_lists(ref(x.clone()), fused(x.clone()), atol=atol, rtol=rtol)
+
+
+def freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """Fine-tuning with frozen BN: the model trains, its BatchNorms stay in
+    eval (running statistics) with no gradients."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+    return model
+
+
+def gradients_match(ref: nn.Module, fused: nn.Module, x: torch.Tensor, rounds: int = 2) -> None:
+    """Outputs and parameter gradients agree, `rounds` times over (a graph
+    cached across calls would fail the second backward)."""
+    for _ in range(rounds):
+        for m in (ref, fused):
+            m.zero_grad()
+        a, b = ref(x), fused(x)
+        assert_close_lists(a, b)
+        loss_of(a).backward()
+        loss_of(b).backward()
+        assert_same_grads(ref, fused)
+
+
+def record_outputs(modules: dict) -> dict:
+    """Forward hooks on {name: module}: returns {name: the first output each
+    module produced}, filled as the models run."""
+    seen = {}
+    for name, module in modules.items():
+        module.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    return seen

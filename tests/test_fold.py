@@ -11,8 +11,8 @@ import torch.nn as nn
 
 import hrnet_fast
 import hrnet_fast.modules as fm
-from test_convert_common import (assert_close_lists, assert_same_grads, eval_matches, loss_of, pair,
-                                 randomize_bn)
+from test_convert_common import (assert_close_lists, assert_same_grads, eval_matches, freeze_batchnorm,
+                                 gradients_match, loss_of, pair, randomize_bn, record_outputs)
 
 X = (2, 3, 64, 64)
 
@@ -144,15 +144,7 @@ def test_eval_with_grad_enabled_differentiates_through_fold(folds):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
     ref.eval()
     fused.eval()
-    x = torch.randn(X, dtype=torch.float64)
-    for _ in range(2):  # twice: a cached graph would fail the second backward
-        for m in (ref, fused):
-            m.zero_grad()
-        a, b = ref(x), fused(x)
-        assert_close_lists(a, b)
-        loss_of(a).backward()
-        loss_of(b).backward()
-        assert_same_grads(ref, fused)
+    gradients_match(ref, fused, torch.randn(X, dtype=torch.float64))
 
 
 def test_frozen_batchnorm_in_training(calls):
@@ -160,12 +152,7 @@ def test_frozen_batchnorm_in_training(calls):
     # the folded path is used and the conv weights still get exact gradients
     ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "seg", num_classes=3), backend="reference")
     for model in (ref, fused):
-        model.train()
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-                m.weight.requires_grad_(False)
-                m.bias.requires_grad_(False)
+        freeze_batchnorm(model)
     x = torch.randn(X, dtype=torch.float64)
     a, b = ref(x), fused(x)
     assert_close_lists(a, b)
@@ -179,11 +166,8 @@ def test_hooked_chain_link_runs_as_module():
     # Earlier chain links fold their BN in eval; a link with a hook on any
     # of its modules runs as a module, so the hook sees what it saw before.
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"))
-    seen = {}
-    for name, model in (("ref", ref), ("fused", fused)):
-        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 3][0]
-        host.fuse_layers[2][0][0][1].register_forward_hook(
-            lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    seen = record_outputs({name: [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 3][0]
+                           .fuse_layers[2][0][0][1] for name, model in (("ref", ref), ("fused", fused))})
     eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
     assert set(seen) == {"ref", "fused"}
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)

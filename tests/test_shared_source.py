@@ -8,7 +8,8 @@ import torch
 
 import hrnet_fast
 import hrnet_fast.modules as fm
-from test_convert_common import assert_close_lists, assert_same_grads, eval_matches, loss_of, pair
+from test_convert_common import (assert_close_lists, eval_matches, freeze_batchnorm, gradients_match, loss_of, pair,
+                                 record_outputs)
 
 X1 = (1, 3, 64, 64)
 
@@ -88,11 +89,8 @@ def test_merged_weights_follow_parameter_updates():
 
 def test_hooked_first_link_is_left_out(merges):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
-    seen = {}
-    for name, model in (("ref", ref), ("fused", fused)):
-        host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
-        host.fuse_layers[3][0][0][0].register_forward_hook(
-            lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+    seen = record_outputs({name: [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
+                           .fuse_layers[3][0][0][0] for name, model in (("ref", ref), ("fused", fused))})
     eval_matches(ref, fused, torch.randn(X1, dtype=torch.float64))
     assert set(seen) == {"ref", "fused"}
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)
@@ -103,21 +101,8 @@ def test_frozen_batchnorm_single_image_gradients(merges):
     # part of the graph and every conv weight gets its exact gradient.
     ref, fused = pair(hrnet_fast.models.create("w18_small_v2", "seg", num_classes=3))
     for model in (ref, fused):
-        model.train()
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
-                m.weight.requires_grad_(False)
-                m.bias.requires_grad_(False)
-    x = torch.randn(X1, dtype=torch.float64)
-    for _ in range(2):
-        for m in (ref, fused):
-            m.zero_grad()
-        a, b = ref(x), fused(x)
-        assert_close_lists(a, b)
-        loss_of(a).backward()
-        loss_of(b).backward()
-        assert_same_grads(ref, fused)
+        freeze_batchnorm(model)
+    gradients_match(ref, fused, torch.randn(X1, dtype=torch.float64))
     assert sum(merges) > 0
 
 
