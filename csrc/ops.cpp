@@ -1,6 +1,7 @@
 // Op schemas of the hrnet_fast library and the Python module hrnet_fast._C.
 // Backends register kernels for these schemas under their dispatch keys
-// (cpu/exchange_cpu.cpp, cuda/exchange_cuda.cpp), autograd under the
+// (cpu/exchange_cpu.cpp, cuda/exchange_cuda.cpp; exchange_lists.cpp once for
+// every backend), autograd under the
 // Autograd key (autograd/exchange_autograd.cpp); fake kernels are registered
 // from Python (hrnet_fast/ops.py).
 #include <Python.h>
@@ -61,6 +62,11 @@ TORCH_LIBRARY(hrnet_fast, m) {
   m.def(
       "exchange(Tensor[] inputs, Tensor scales, Tensor shifts, SymInt[2] size, str mode, bool align_corners, "
       "bool relu) -> Tensor");
+  // The same with one (C,) scale and shift tensor per input, or empty lists
+  // for the identity (exchange_lists.cpp): the Python wrapper's fast path.
+  m.def(
+      "exchange_lists(Tensor[] inputs, Tensor[] scales, Tensor[] shifts, SymInt[2] size, str mode, "
+      "bool align_corners, bool relu) -> Tensor");
   // Gradients of every input, of scales and of shifts. `out` is the saved
   // forward output: its sign is the ReLU mask.
   m.def(

@@ -9,7 +9,10 @@ Every backend computes the same thing (see hrnet_fast.reference):
 The wrapper validates arguments once, turns the optional per-input affines
 into dense (K, C) tensors (identity rows are ones / zeros: multiplying by one
 is free in a memory-bound kernel and keeps the op schema and its autograd
-simple), and calls one registered op.
+simple), and calls one registered op. The common call on the C++ backends
+(each affine None or one tensor per input, no conv terms) goes straight to
+`exchange_lists`, which builds the rows and checks its arguments in C++;
+the Python checks run only when it rejects them, to raise the precise error.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ ConvTerm = Tuple[Tensor, Tensor, Optional[Tensor]]
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 _TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _C = _extension()
+# Looked up once: each torch.ops attribute step costs a Python lookup per call.
+_exchange_lists = torch.ops.hrnet_fast.exchange_lists.default if _C is not None else None
+_is_compiling = torch.compiler.is_compiling
 
 # Preference among the GPU backends for backend="auto" on CUDA tensors.
 AUTO_CUDA_ORDER = ("triton", "cuda")
@@ -275,6 +281,10 @@ def exchange(
         >>> torch.allclose(y, hrnet_fast.reference([x0, x1], [None, s], [None, b], mode="bilinear"), atol=1e-5)
         True
     """
+    if not convs:
+        out = _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend)
+        if out is not None:
+            return out
     inputs, (out_h, out_w) = _check_inputs(inputs, size)
     if mode not in MODES:
         raise ValueError(f"hrnet_fast.exchange: mode must be one of {MODES}, got {mode!r}")
@@ -303,6 +313,38 @@ def exchange(
         dense_scales = torch.cat([dense_scales, ones])
         dense_shifts = torch.cat([dense_shifts, biases])
     return _KERNELS[backend](inputs, dense_scales, dense_shifts, [out_h, out_w], mode, align_corners, relu)
+
+
+def _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend) -> Optional[Tensor]:
+    """The common call in a few microseconds: a C++ backend, no conv terms,
+    each affine None or one tensor per input. `exchange_lists` builds the
+    dense rows and checks every argument itself. Returns None where this
+    does not apply, or where the op rejects the arguments: the full path
+    then raises its precise error (or handles the case, e.g. None entries).
+    Not under torch.compile, which traces the full path."""
+    if _exchange_lists is None or type(inputs) not in (list, tuple) or not inputs or _is_compiling():
+        return None
+    x0 = inputs[0]
+    if not isinstance(x0, Tensor) or mode not in MODES:
+        return None
+    if not (backend in ("auto", "cpu") and x0.is_cpu) and not (backend == "cuda" and x0.is_cuda):
+        return None
+    for rows in (scales, shifts):
+        if rows is not None:
+            if type(rows) not in (list, tuple) or len(rows) != len(inputs):
+                return None
+            for r in rows:
+                if r is None:
+                    return None
+    if size is None:
+        if x0.dim() != 4:
+            return None
+        size = x0.shape[-2:]
+    try:
+        return _exchange_lists(inputs, () if scales is None else scales, () if shifts is None else shifts, size,
+                               mode, bool(align_corners) and mode == "bilinear", bool(relu))
+    except (RuntimeError, TypeError, ValueError, IndexError):
+        return None
 
 
 def _native(inputs, scales, shifts, size, mode, align_corners, relu):
@@ -376,3 +418,4 @@ def make_exchange_backward(backward_op):
 if _C is not None:
     torch.library.register_fake("hrnet_fast::exchange")(exchange_fake)
     torch.library.register_fake("hrnet_fast::exchange_backward")(exchange_backward_fake)
+    torch.library.register_fake("hrnet_fast::exchange_lists")(exchange_fake)

@@ -68,3 +68,67 @@ def test_compile_dynamic_shapes_forward_and_backward():
         g = torch.randn_like(y1)
         for u, v in zip(torch.autograd.grad(y1, a, g), torch.autograd.grad(y2, b, g)):
             torch.testing.assert_close(u, v)
+
+
+def _list_args(shapes, channels_last, mode, align_corners, affine=True, grad=True):
+    xs, sc, sh = make_case(shapes, dtype=torch.float64, channels_last=channels_last)
+    if not affine:
+        sc, sh = [], []
+    if grad:
+        xs, sc, sh = requires_grad(xs), requires_grad(sc), requires_grad(sh)
+    return (xs, sc, sh, list(xs[0].shape[-2:]), mode, align_corners, True)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck_lists(affine, channels_last):
+    # exchange_lists: the per-input affine form behind the wrapper's fast path
+    args = _list_args([(9, 7), (5, 4), (3, 2)], channels_last, "bilinear", False, affine=affine)
+    torch.library.opcheck(torch.ops.hrnet_fast.exchange_lists.default, args)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_lists_op_equals_dense_op_and_reference(affine):
+    xs, sc, sh, size, mode, ac, relu = _list_args([(9, 7), (9, 7), (5, 4)], False, "nearest", False, affine=affine,
+                                                  grad=False)
+    got = torch.ops.hrnet_fast.exchange_lists(xs, sc, sh, size, mode, ac, relu)
+    k, c = len(xs), xs[0].shape[1]
+    dense_s = torch.stack(sc) if affine else torch.ones(k, c, dtype=torch.float64)
+    dense_b = torch.stack(sh) if affine else torch.zeros(k, c, dtype=torch.float64)
+    torch.testing.assert_close(got, torch.ops.hrnet_fast.exchange(xs, dense_s, dense_b, size, mode, ac, relu),
+                               rtol=0, atol=0)
+    want = hrnet_fast.reference(xs, sc or None, sh or None, mode=mode)
+    torch.testing.assert_close(got, want)
+
+
+def test_lists_op_gradcheck_each_row():
+    args = _list_args([(6, 5), (3, 3)], False, "bilinear", True)
+    xs, sc, sh, rest = args[0], args[1], args[2], args[3:]
+
+    def f(x0, x1, s0, s1, b0, b1):
+        return torch.ops.hrnet_fast.exchange_lists([x0, x1], [s0, s1], [b0, b1], *rest)
+
+    assert torch.autograd.gradcheck(f, (*xs, *sc, *sh))
+
+
+def test_lists_op_checks_its_rows():
+    x = torch.randn(1, 2, 4, 4)
+    op = torch.ops.hrnet_fast.exchange_lists
+    with pytest.raises(ValueError, match=r"scales has 2 entries for 1 inputs"):
+        op([x], [torch.ones(2)] * 2, [], [4, 4], "nearest", False, True)
+    with pytest.raises(ValueError, match=r"shifts\[0\] must have shape \(2,\)"):
+        op([x], [], [torch.zeros(3)], [4, 4], "nearest", False, True)
+    with pytest.raises(TypeError, match=r"scales\[0\] must be floating point"):
+        op([x], [torch.ones(2, dtype=torch.int64)], [], [4, 4], "nearest", False, True)
+
+
+def test_rows_keep_their_dtype_and_negation():
+    # float64 rows for float32 inputs are converted; a lazily negated row
+    # (neg bit) must not be copied raw
+    x = torch.randn(2, 3, 4, 4)
+    s64 = torch.rand(3, dtype=torch.float64) + 0.5
+    neg = torch._neg_view(torch.randn(3))
+    assert neg.is_neg()
+    got = torch.ops.hrnet_fast.exchange_lists([x], [s64], [neg], [4, 4], "nearest", False, True)
+    want = torch.relu(x * s64.float().view(1, 3, 1, 1) + neg.resolve_neg().view(1, 3, 1, 1))
+    torch.testing.assert_close(got, want)

@@ -1,5 +1,6 @@
-// Autograd of hrnet_fast::exchange, registered under the Autograd key for
-// every backend (the torchvision csrc/ops/autograd pattern).
+// Autograd of hrnet_fast::exchange and hrnet_fast::exchange_lists, registered
+// under the Autograd key for every backend (the torchvision csrc/ops/autograd
+// pattern).
 //
 // Why C++ and not torch.library.register_autograd: the Python layer cost
 // about 6 us per forward call under no_grad and 150-200 us per backward call
@@ -7,7 +8,7 @@
 // trigger), more than the kernels themselves at HRNet's small branches.
 // The backward calls exchange_backward through the dispatcher, so fake
 // tensors, functionalisation and torch.compile see an ordinary op.
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -15,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-#include "exchange.h"
+#include "op_calls.h"
 
 namespace hrnet_fast {
 namespace {
@@ -23,24 +24,15 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor exchange_call(at::TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
-                         c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("hrnet_fast::exchange", "")
-                       .typed<at::Tensor(at::TensorList, const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                         c10::string_view, bool, bool)>();
-  return op.call(inputs, scales, shifts, size, mode, align_corners, relu);
-}
-
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_call(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const at::Tensor& scales,
-    c10::string_view mode, bool align_corners, bool relu) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("hrnet_fast::exchange_backward", "")
-                       .typed<std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, at::TensorList, const at::Tensor&,
-                           c10::string_view, bool, bool)>();
-  return op.call(grad_out, out, inputs, scales, mode, align_corners, relu);
+// Whether this call records a graph. When not (no_grad, inference, or no
+// argument that requires grad) the kernels skip Function::apply and its
+// context: about 1.5 us of a 5 us call on small tensors.
+bool records_graph(std::initializer_list<at::TensorList> lists) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::TensorList& list : lists)
+    for (const at::Tensor& t : list)
+      if (t.requires_grad()) return true;
+  return false;
 }
 
 class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
@@ -80,9 +72,66 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
   }
 };
 
+// exchange_lists: rows built below autograd; the gradient rows go back as
+// views, one per scale / shift tensor given.
+class ExchangeListsFunction : public torch::autograd::Function<ExchangeListsFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, at::TensorList scales,
+                               at::TensorList shifts, c10::SymIntArrayRef size, c10::string_view mode,
+                               bool align_corners, bool relu) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const at::Tensor dense_scales = affine_rows(inputs, scales, 1.0, "scales");
+    const at::Tensor dense_shifts = affine_rows(inputs, shifts, 0.0, "shifts");
+    at::Tensor out = exchange_call(inputs, dense_scales, dense_shifts, size, mode, align_corners, relu);
+    std::vector<at::Tensor> saved{out, dense_scales};
+    saved.insert(saved.end(), inputs.begin(), inputs.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["mode"] = std::string(mode);
+    ctx->saved_data["align_corners"] = align_corners;
+    ctx->saved_data["relu"] = relu;
+    ctx->saved_data["scale_rows"] = static_cast<int64_t>(scales.size());
+    ctx->saved_data["shift_rows"] = static_cast<int64_t>(shifts.size());
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const std::vector<at::Tensor> inputs(saved.begin() + 2, saved.end());
+    const std::string mode = ctx->saved_data["mode"].toStringRef();
+    auto [grad_inputs, grad_scales, grad_shifts] =
+        exchange_backward_call(grad_outputs[0], saved[0], inputs, saved[1], mode,
+                               ctx->saved_data["align_corners"].toBool(), ctx->saved_data["relu"].toBool());
+    // One entry per flattened argument: inputs..., scales... and shifts...
+    // (none for an empty list), then size, mode, align_corners, relu.
+    variable_list grads(grad_inputs.begin(), grad_inputs.end());
+    if (ctx->saved_data["scale_rows"].toInt() > 0) {
+      for (const at::Tensor& row : grad_scales.unbind(0)) grads.push_back(row);
+    }
+    if (ctx->saved_data["shift_rows"].toInt() > 0) {
+      for (const at::Tensor& row : grad_shifts.unbind(0)) grads.push_back(row);
+    }
+    grads.resize(grads.size() + 4);
+    return grads;
+  }
+};
+
 at::Tensor exchange_autograd(at::TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
                              c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
+  if (!records_graph({inputs, scales, shifts})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return exchange_call(inputs, scales, shifts, size, mode, align_corners, relu);
+  }
   return ExchangeFunction::apply(inputs, scales, shifts, size, mode, align_corners, relu)[0];
+}
+
+at::Tensor exchange_lists_autograd(at::TensorList inputs, at::TensorList scales, at::TensorList shifts,
+                                   c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
+  if (!records_graph({inputs, scales, shifts})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return exchange_call(inputs, affine_rows(inputs, scales, 1.0, "scales"), affine_rows(inputs, shifts, 0.0, "shifts"),
+                         size, mode, align_corners, relu);
+  }
+  return ExchangeListsFunction::apply(inputs, scales, shifts, size, mode, align_corners, relu)[0];
 }
 
 }  // namespace
@@ -90,4 +139,5 @@ at::Tensor exchange_autograd(at::TensorList inputs, const at::Tensor& scales, co
 
 TORCH_LIBRARY_IMPL(hrnet_fast, Autograd, m) {
   m.impl("exchange", &hrnet_fast::exchange_autograd);
+  m.impl("exchange_lists", &hrnet_fast::exchange_lists_autograd);
 }

@@ -103,8 +103,10 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   if (out.numel() == 0) return out;
 
   const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-  const at::Tensor sc = scales.to(acc_type).contiguous();
-  const at::Tensor sh = shifts.to(acc_type).contiguous();
+  // Checked first: Tensor::to() is a dispatched call even when it has
+  // nothing to do, and this runs on every (often small) call.
+  const at::Tensor sc = (scales.scalar_type() == acc_type ? scales : scales.to(acc_type)).contiguous();
+  const at::Tensor sh = (shifts.scalar_type() == acc_type ? shifts : shifts.to(acc_type)).contiguous();
   const acc_t* sc_p = sc.const_data_ptr<acc_t>();
   const acc_t* sh_p = sh.const_data_ptr<acc_t>();
   // The shifts of all inputs add up to one constant per channel: interpolation
