@@ -78,6 +78,19 @@ inline void with_factor(int f, Fn&& fn) {
   }
 }
 
+// fn(std::integral_constant<int, M>{}) for an input count m of 1 to 4, so
+// a loop over planes runs with the count fixed at compile time.
+template <typename Fn>
+inline void with_count(int m, Fn&& fn) {
+  switch (m) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    default: return;
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 inline acc_t load(const scalar_t* p) {
   return static_cast<acc_t>(*p);

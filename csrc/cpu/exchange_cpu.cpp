@@ -200,6 +200,28 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
     return out;
   }
 
+  // NCHW, every input same-size (HRNet's coarsest output branch): one
+  // pass per plane with the input count fixed at compile time for the whole
+  // task, so the short planes (e.g. 8x6) pay no per-plane dispatch. The
+  // same sum as the general loop's direct case below.
+  if (direct && m >= 1 && m <= 4) {
+    const int64_t HW = H * W;
+    cpu::with_count(m, [&](auto count) {
+      constexpr int M = decltype(count)::value;
+      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
+        const acc_t* scale[4];
+        const scalar_t* x[4];
+        int64_t c = begin % C;
+        for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
+          for (int j = 0; j < M; ++j) scale[j] = same[j]->scale + c, x[j] = same[j]->data + plane * HW;
+          cpu::affine_sum<M, 0, false>(out_p + plane * HW, &shift_sum[c], static_cast<const acc_t*>(nullptr), scale, x,
+                                       HW, relu);
+        }
+      });
+    });
+    return out;
+  }
+
   // NCHW: one task = planes (n, c). A smaller input upsampled by an exact
   // factor (nearest, 2/4/8) is added in one loop nest over its plane;
   // otherwise it is first interpolated along W for each of its rows (1/f of
