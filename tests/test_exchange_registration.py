@@ -132,3 +132,12 @@ def test_rows_keep_their_dtype_and_negation():
     got = torch.ops.hrnet_fast.exchange_lists([x], [s64], [neg], [4, 4], "nearest", False, True)
     want = torch.relu(x * s64.float().view(1, 3, 1, 1) + neg.resolve_neg().view(1, 3, 1, 1))
     torch.testing.assert_close(got, want)
+
+
+def test_wrapper_routes_common_calls_to_the_list_op():
+    # the fast path is a speed feature: keep it from silently falling away
+    x = [torch.randn(1, 2, 4, 4, requires_grad=True), torch.randn(1, 2, 2, 2)]
+    s = [torch.rand(2, requires_grad=True), torch.rand(2)]
+    assert "ExchangeListsFunction" in hrnet_fast.exchange(x, s, None).grad_fn.name()
+    # None entries and torch.compile take the full path (dense rows)
+    assert "ExchangeListsFunction" not in hrnet_fast.exchange(x, [None, s[1]], None).grad_fn.name()
