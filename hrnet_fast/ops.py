@@ -281,7 +281,7 @@ def exchange(
         >>> torch.allclose(y, hrnet_fast.reference([x0, x1], [None, s], [None, b], mode="bilinear"), atol=1e-5)
         True
     """
-    if not convs:
+    if type(convs) in (list, tuple) and not convs:
         out = _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend)
         if out is not None:
             return out

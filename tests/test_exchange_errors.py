@@ -33,6 +33,11 @@ def _x(*shape, **kw):
     (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 4, 3, 3), None)]}, ValueError, "input channels"),
     (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 3, 1, 1), None)]}, ValueError, r"\(C_out, C_in, 3, 3\)"),
     (([_x(1, 2, 4, 4)],), {"convs": [(_x(1, 3, 8, 8), _x(2, 3, 3, 3))]}, TypeError, "triple"),
+    (([_x(1, 2, 4, 4)],), {"convs": _x(3, 3)}, TypeError, "convs must be a list"),
+    # rejected by the C++ fast path first: the full path names the problem
+    (([_x(1, 2, 4, 4)],), {"size": (-4, 4)}, ValueError, "size must be positive"),
+    (([_x(1, 2, 4, 4)], [torch.ones(2)], [torch.zeros(2), torch.zeros(2)]), {}, ValueError, "2 entries for 1 inputs"),
+    (([_x(1, 2, 4, 4), _x(1, 2, 3, 3)], [torch.ones(2), torch.ones(3)]), {}, ValueError, r"scales\[1\]"),
 ])
 def test_bad_arguments(backend, args, kwargs, exc, match):
     if backend == "cpu" and not hrnet_fast.backends()["cpu"]:
