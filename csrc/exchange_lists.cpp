@@ -9,9 +9,9 @@
 // (autograd/exchange_autograd.cpp) hands each scale and shift tensor its
 // gradient row. For every backend the op is `exchange` on the dense rows.
 #include <ATen/ops/empty.h>
-#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/stack.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/library.h>
 
 #include <cstring>

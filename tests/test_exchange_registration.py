@@ -141,3 +141,17 @@ def test_wrapper_routes_common_calls_to_the_list_op():
     assert "ExchangeListsFunction" in hrnet_fast.exchange(x, s, None).grad_fn.name()
     # None entries and torch.compile take the full path (dense rows)
     assert "ExchangeListsFunction" not in hrnet_fast.exchange(x, [None, s[1]], None).grad_fn.name()
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_forward_mode_ad_is_refused_not_dropped(affine):
+    # The C++ autograd has no jvp: a tangent must raise, never vanish (the
+    # no-grad shortcut of the autograd kernels must not swallow it).
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(1, 2, 4, 4)
+    rows = [torch.rand(2)] if affine else None
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.randn_like(x))
+        with pytest.raises(RuntimeError, match="jvp"):
+            hrnet_fast.exchange([dual], rows, None, backend="cpu")
