@@ -21,6 +21,9 @@ Per output branch i, terms j of the plan:
           training the links run as modules;
 - OPAQUE: anything else: the layer runs as a module and its output is summed.
 
+In eval on the CPU, the first convs that read the same branch (UP 1x1
+convs, first DOWN links) run as one conv (hrnet_fast.shared_source).
+
 BatchNorm: eval uses running statistics, folded once and cached (keyed on
 the tensors' identity, storage and version counters, so optimizer steps,
 `load_state_dict` and `.to()` invalidate it). In training (batch
@@ -168,8 +171,8 @@ class FusedExchange(nn.Module):
         # affine to the op, saving the normalised tensor's memory pass.
         self.batch_stats_in_op = False
         self._cache: Dict[Any, Tuple[tuple, Tuple[Tensor, Tensor]]] = {}
-        # First convs reading the same branch, merged in single-image eval
-        # (hrnet_fast.shared_source), and their stacked folded weights.
+        # First convs reading the same branch, merged in eval (NCHW, CPU;
+        # hrnet_fast.shared_source), and their stacked folded weights.
         self.shared_sources = shared_sources(plan)
         self._stacked: Dict[Any, tuple] = {}
         self._conv_ok: Dict[Tuple[str, torch.device], bool] = {}
@@ -216,7 +219,7 @@ class FusedExchange(nn.Module):
 
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
         rows = self.host.fuse_layers
-        first = {}
+        first: Dict[Tuple[int, int], Tensor] = {}
         if self.shared_sources and not torch.is_autocast_enabled(xs[0].device.type) and \
                 not self._conv_terms(xs[0].device):
             first = merged_first_convs(self, xs)
