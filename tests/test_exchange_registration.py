@@ -155,3 +155,17 @@ def test_forward_mode_ad_is_refused_not_dropped(affine):
         dual = fwAD.make_dual(x, torch.randn_like(x))
         with pytest.raises(RuntimeError, match="jvp"):
             hrnet_fast.exchange([dual], rows, None, backend="cpu")
+
+
+def test_lists_op_with_scales_only_gradcheck():
+    # one list given, the other empty: the backward returns rows for the
+    # given list only (the flattened argument count differs from the dense op)
+    xs, sc, _ = make_case([(5, 4), (3, 2)], c=3, dtype=torch.float64)
+    xs, sc = requires_grad(xs), requires_grad(sc)
+
+    def f(x0, x1, s0, s1):
+        y = hrnet_fast.exchange([x0, x1], [s0, s1], None, mode="bilinear", backend="cpu")
+        assert "ExchangeListsFunction" in y.grad_fn.name()
+        return y
+
+    assert torch.autograd.gradcheck(f, (*xs, *sc))
