@@ -15,7 +15,8 @@ namespace hrnet_fast {
 // The op (schema in ops.cpp):
 //   y = act( sum_k interp(inputs[k] * scales[k] + shifts[k], size) )
 // scales and shifts are dense (K, C); identity entries are ones / zeros,
-// filled in by the Python wrapper.
+// filled in by the Python wrapper or by exchange_lists (exchange_lists.cpp),
+// which takes one (C,) tensor per input.
 using TensorList = c10::ArrayRef<at::Tensor>;
 
 // Parses the schema's mode string; throws for anything else.
