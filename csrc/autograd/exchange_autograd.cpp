@@ -38,6 +38,30 @@ bool needs_autograd(std::initializer_list<at::TensorList> lists) {
   return false;
 }
 
+// What both Functions keep for the backward: the output (its sign is the
+// ReLU mask), the dense scales and the inputs (the scale gradients). Shifts
+// are not needed: their gradient is the masked sum.
+void save_for_backward(AutogradContext* ctx, const at::Tensor& out, const at::Tensor& dense_scales,
+                       at::TensorList inputs, c10::string_view mode, bool align_corners, bool relu) {
+  std::vector<at::Tensor> saved{out, dense_scales};
+  saved.insert(saved.end(), inputs.begin(), inputs.end());
+  ctx->save_for_backward(saved);
+  ctx->saved_data["mode"] = std::string(mode);
+  ctx->saved_data["align_corners"] = align_corners;
+  ctx->saved_data["relu"] = relu;
+}
+
+// exchange_backward on what save_for_backward kept: grads of every input,
+// and the dense (K, C) scale and shift gradients.
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> saved_backward(AutogradContext* ctx,
+                                                                             const at::Tensor& grad) {
+  const variable_list saved = ctx->get_saved_variables();
+  const std::vector<at::Tensor> inputs(saved.begin() + 2, saved.end());
+  const std::string mode = ctx->saved_data["mode"].toStringRef();
+  return exchange_backward_call(grad, saved[0], inputs, saved[1], mode, ctx->saved_data["align_corners"].toBool(),
+                                ctx->saved_data["relu"].toBool());
+}
+
 class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, at::TensorList inputs, const at::Tensor& scales,
@@ -45,26 +69,12 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
                                bool align_corners, bool relu) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor out = exchange_call(inputs, scales, shifts, size, mode, align_corners, relu);
-    // The output's sign is the ReLU mask; inputs and scales give the scale
-    // gradients. Shifts are not needed: their gradient is the masked sum.
-    std::vector<at::Tensor> saved{out, scales};
-    saved.insert(saved.end(), inputs.begin(), inputs.end());
-    ctx->save_for_backward(saved);
-    ctx->saved_data["mode"] = std::string(mode);
-    ctx->saved_data["align_corners"] = align_corners;
-    ctx->saved_data["relu"] = relu;
+    save_for_backward(ctx, out, scales, inputs, mode, align_corners, relu);
     return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& out = saved[0];
-    const at::Tensor& scales = saved[1];
-    const std::vector<at::Tensor> inputs(saved.begin() + 2, saved.end());
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
-    auto [grad_inputs, grad_scales, grad_shifts] =
-        exchange_backward_call(grad_outputs[0], out, inputs, scales, mode, ctx->saved_data["align_corners"].toBool(),
-                               ctx->saved_data["relu"].toBool());
+    auto [grad_inputs, grad_scales, grad_shifts] = saved_backward(ctx, grad_outputs[0]);
     // One entry per forward argument, tensors of the list flattened:
     // inputs..., scales, shifts, then size, mode, align_corners, relu.
     variable_list grads(grad_inputs.begin(), grad_inputs.end());
@@ -84,33 +94,23 @@ class ExchangeListsFunction : public torch::autograd::Function<ExchangeListsFunc
                                bool align_corners, bool relu) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const at::Tensor dense_scales = affine_rows(inputs, scales, 1.0, "scales");
-    const at::Tensor dense_shifts = affine_rows(inputs, shifts, 0.0, "shifts");
-    at::Tensor out = exchange_call(inputs, dense_scales, dense_shifts, size, mode, align_corners, relu);
-    std::vector<at::Tensor> saved{out, dense_scales};
-    saved.insert(saved.end(), inputs.begin(), inputs.end());
-    ctx->save_for_backward(saved);
-    ctx->saved_data["mode"] = std::string(mode);
-    ctx->saved_data["align_corners"] = align_corners;
-    ctx->saved_data["relu"] = relu;
-    ctx->saved_data["scale_rows"] = static_cast<int64_t>(scales.size());
-    ctx->saved_data["shift_rows"] = static_cast<int64_t>(shifts.size());
+    at::Tensor out = exchange_call(inputs, dense_scales, affine_rows(inputs, shifts, 0.0, "shifts"), size, mode,
+                                   align_corners, relu);
+    save_for_backward(ctx, out, dense_scales, inputs, mode, align_corners, relu);
+    ctx->saved_data["scale_rows"] = !scales.empty();
+    ctx->saved_data["shift_rows"] = !shifts.empty();
     return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const std::vector<at::Tensor> inputs(saved.begin() + 2, saved.end());
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
-    auto [grad_inputs, grad_scales, grad_shifts] =
-        exchange_backward_call(grad_outputs[0], saved[0], inputs, saved[1], mode,
-                               ctx->saved_data["align_corners"].toBool(), ctx->saved_data["relu"].toBool());
+    auto [grad_inputs, grad_scales, grad_shifts] = saved_backward(ctx, grad_outputs[0]);
     // One entry per flattened argument: inputs..., scales... and shifts...
     // (none for an empty list), then size, mode, align_corners, relu.
     variable_list grads(grad_inputs.begin(), grad_inputs.end());
-    if (ctx->saved_data["scale_rows"].toInt() > 0) {
+    if (ctx->saved_data["scale_rows"].toBool()) {
       for (const at::Tensor& row : grad_scales.unbind(0)) grads.push_back(row);
     }
-    if (ctx->saved_data["shift_rows"].toInt() > 0) {
+    if (ctx->saved_data["shift_rows"].toBool()) {
       for (const at::Tensor& row : grad_shifts.unbind(0)) grads.push_back(row);
     }
     grads.resize(grads.size() + 4);
