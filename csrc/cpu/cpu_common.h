@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "interp.h"
@@ -66,29 +67,23 @@ inline int exact_nearest_factor(int64_t in, int64_t out, Mode mode) {
   return static_cast<int>(f);
 }
 
-// fn(std::integral_constant<int, F>{}) for a factor f of 2, 4 or 8, so a
-// kernel templated on F is chosen in one place.
-template <typename Fn>
-inline void with_factor(int f, Fn&& fn) {
-  switch (f) {
-    case 2: return fn(std::integral_constant<int, 2>{});
-    case 4: return fn(std::integral_constant<int, 4>{});
-    case 8: return fn(std::integral_constant<int, 8>{});
-    default: return;
-  }
+// fn(std::integral_constant<int, V>{}) for the V among Values equal to v
+// (nothing for any other v): a kernel templated on V chosen in one place.
+template <int... Values, typename Fn>
+inline void with_value(int v, Fn&& fn) {
+  (void)((v == Values ? (fn(std::integral_constant<int, Values>{}), true) : false) || ...);
 }
 
-// fn(std::integral_constant<int, M>{}) for an input count m of 1 to 4, so
-// a loop over planes runs with the count fixed at compile time.
+// An exact nearest factor of 2, 4 or 8.
+template <typename Fn>
+inline void with_factor(int f, Fn&& fn) {
+  with_value<2, 4, 8>(f, std::forward<Fn>(fn));
+}
+
+// An input count of 1 to 4, so a loop over planes runs with it fixed.
 template <typename Fn>
 inline void with_count(int m, Fn&& fn) {
-  switch (m) {
-    case 1: return fn(std::integral_constant<int, 1>{});
-    case 2: return fn(std::integral_constant<int, 2>{});
-    case 3: return fn(std::integral_constant<int, 3>{});
-    case 4: return fn(std::integral_constant<int, 4>{});
-    default: return;
-  }
+  with_value<1, 2, 3, 4>(m, std::forward<Fn>(fn));
 }
 
 template <typename scalar_t, typename acc_t>
