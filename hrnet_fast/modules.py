@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops as _ops
+from .layers import has_hooks, uses_batch_stats
 from .ops import exchange
 from .pointwise import conv1x1
 from .shared_source import merged_first_convs, shared_sources
@@ -70,10 +71,6 @@ class Term(NamedTuple):
     upsample: Optional[Tuple[str, Tuple[float, float]]] = None
     in_kernel: bool = False
     pointwise: bool = False
-
-
-def _uses_batch_stats(bn: nn.Module) -> bool:
-    return bn.training or (bn.running_mean is None and bn.running_var is None)
 
 
 def _eval_affine(bn: nn.Module) -> Tuple[Tensor, Tensor]:
@@ -288,9 +285,8 @@ class FusedExchange(nn.Module):
                 self._check_upsample(term, x, target)
                 if (i, term.j) in first:
                     add(first[(i, term.j)])
-                elif _uses_batch_stats(bn):
-                    hooked = conv._forward_hooks or conv._forward_pre_hooks
-                    z = conv1x1(x, conv.weight, conv.bias) if term.pointwise and not hooked else conv(x)
+                elif uses_batch_stats(bn):
+                    z = conv1x1(x, conv.weight, conv.bias) if term.pointwise and not has_hooks(conv) else conv(x)
                     if self.batch_stats_in_op and _plain_batchnorm(bn):
                         add(z, *_batch_affine(bn, z))
                     else:
@@ -316,7 +312,7 @@ class FusedExchange(nn.Module):
                 for k in range(0 if merged is None else 1, len(links) - 1):
                     a = self._down_link((i, term.j, k), links[k], a)
                 conv, bn = links[-1][0], links[-1][1]
-                if _uses_batch_stats(bn):
+                if uses_batch_stats(bn):
                     z = conv(a)
                     if self.batch_stats_in_op and _plain_batchnorm(bn):
                         scale, shift = _batch_affine(bn, z)
@@ -346,7 +342,7 @@ class FusedExchange(nn.Module):
         output instead of three. Links with hooks run as modules, so the
         hooks fire."""
         conv, bn = link[0], link[1]
-        if _uses_batch_stats(bn) or any(m._forward_hooks or m._forward_pre_hooks for m in (link, *link)):
+        if uses_batch_stats(bn) or has_hooks(link, *link):
             return link(a)
         weight, bias = self._folded(key, conv, bn)
         if not torch.is_autocast_enabled(a.device.type):

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .layers import has_hooks, uses_batch_stats
 from .pointwise import conv1x1
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,10 +53,6 @@ def shared_sources(plan) -> List[SharedSource]:
     return [SharedSource(j, kind, tuple(rows)) for (j, kind), rows in groups.items() if len(rows) >= 2]
 
 
-def _hooked(link: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks for m in (link, *link))
-
-
 def _geometry(conv: nn.Conv2d) -> tuple:
     return conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
 
@@ -78,11 +75,11 @@ def merged_first_convs(fx: "FusedExchange", xs: List[Tensor]) -> Dict[Tuple[int,
             else:
                 link, goes_on = layer[0], len(layer) > 1
                 key = (i, group.j, 0) if goes_on else (i, group.j)
-                if _hooked(link):
+                if has_hooks(link, *link):
                     break
             conv, bn = link[0], link[1]
-            if bn.training or (bn.running_mean is None and bn.running_var is None):
-                break  # batch statistics: each conv's own output is needed
+            if uses_batch_stats(bn):
+                break
             members.append((i, key, conv, bn, goes_on))
         else:
             geometry = {_geometry(m[2]) for m in members}
