@@ -9,19 +9,20 @@ shapes (256x192 input): what the converted model runs instead of eager's.
 - the first convs that read the same branch: one call each against one
   merged call with stacked weights (hrnet_fast.shared_source), batch 1 and 4.
 
-Each iteration runs both sides back to back, order alternating; figures are
-medians of the per-call times (us) and of the per-pair ratios.
+Each round runs both sides back to back, order alternating
+(hrnet_fast.bench.timing.paired_rounds); figures are medians of the per-call
+times (us) and of the per-round ratios.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from hrnet_fast.bench import timing
 from hrnet_fast.pointwise import conv1x1
 
 CHANNELS = (32, 64, 128, 256)
@@ -29,18 +30,13 @@ SIZES = ((64, 48), (32, 24), (16, 12), (8, 6))
 
 
 def paired(a: Callable[[], object], b: Callable[[], object], iters: int) -> Tuple[float, float, float]:
-    """(median us of a, median us of b, median of per-pair ratios a / b)."""
+    """(median us of a, median us of b, median of per-pair ratios a / b),
+    from hrnet_fast.bench.timing's paired rounds after a short warm-up."""
     for _ in range(5):
         a(), b()
-    ta: List[float] = []
-    tb: List[float] = []
-    for it in range(iters):
-        for fn, out in (((a, ta), (b, tb)) if it % 2 == 0 else ((b, tb), (a, ta))):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-    ratios = [x / y for x, y in zip(ta, tb)]
-    return statistics.median(ta) * 1e6, statistics.median(tb) * 1e6, statistics.median(ratios)
+    ms = timing.paired_rounds({"a": a, "b": b}, iters, "cpu")
+    return (statistics.median(ms["a"]) * 1e3, statistics.median(ms["b"]) * 1e3,
+            timing.paired_speedup(ms["a"], ms["b"]))
 
 
 def up_convs(batch: int, fmt: torch.memory_format, grad: bool):
