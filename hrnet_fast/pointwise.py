@@ -1,7 +1,7 @@
 """The coarse branches' 1x1 convolutions as matrix products.
 
 On the CPU, oneDNN's 1x1 convolution at HRNet's exchange shapes (a few
-hundred channels over a few hundred pixels, batch 1-8) costs 1.1-2.3x a
+hundred channels over a few hundred pixels, batch 1-8) costs 1.1-2.5x a
 BLAS GEMM of the same size, twice in NCHW: its fixed cost (primitive lookup,
 reorders to and from blocked layouts) is as large as the arithmetic. A 1x1 convolution with
 stride 1, no padding and one group *is* a GEMM over the pixels, so
