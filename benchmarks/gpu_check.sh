@@ -10,17 +10,19 @@
 #   build      pip install --no-build-isolation --no-deps -e . (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
 #   info       build_info(), nvidia-smi -L, versions
 #   bandwidth  device-to-device copy bandwidth (benchmarks/bandwidth.py)
-#   gpu_tests  pytest tests/gpu -q
-#   bench_*    hrnet-fast bench on the default GPU cases (eager, fused per backend, compile)
-#   microbench pytest benchmarks --benchmark-only, full grid, bf16 channels_last
-#   cpu_tests  pytest tests (without tests/gpu) if time is left
+#   gpu_tests  pytest tests/gpu -q, but the compute-sanitizer test
+#   bench_w48_seg  hrnet-fast bench, W48 seg 1x3x1024x2048 (eager, fused per backend, compile)
+#   onepass    benchmarks/onepass_gpu.py: W48 stage-4 rows with conv terms, bf16 channels_last
+#   microbench pytest benchmarks --benchmark-only, full grid (W48 seg stage 4 first), bf16 channels_last
+#   sanitizer  the compute-sanitizer memcheck test of tests/gpu
+#   then, while time is left: bench_w32_pose, bench_w48_seg_bf16, cpu_tests
 #
 # Report: $OUT when set, else benchmarks/results/<date>-<gpu>/ -- at most 8
 # files (the device tool returns no more): gpu_check.log, summary.md,
-# bench_w48_seg.json, bench_w32_pose.json, bench.png, microbench.json
+# bench_w48_seg.json, onepass.json, bench.png, microbench.json
 # (pytest-benchmark), microbench.jsonl (one line per case, written as it
 # runs), aux.tar.gz (step table, build_info, bandwidth, nvidia-smi, per-case
-# plots, the optional bf16 case).
+# plots, the optional pose and bf16 cases).
 #
 # Failure: the first broken step is named in a banner, at the top of
 # summary.md and in the exit status (1; 2 when no GPU). A failed build or a
@@ -28,13 +30,13 @@
 # steps still run, so one failing test does not cost the benchmark figures
 # of a scarce GPU run (STOP_ON_FAIL=1 stops at the first failure instead).
 #
-# Knobs: GPU_CHECK_BUDGET_S (total seconds, default 430), STOP_ON_FAIL,
+# Knobs: GPU_CHECK_BUDGET_S (total seconds, default 460), STOP_ON_FAIL,
 # PYTHON (default python3), SKIP_BUILD=1 (use an existing build).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET_S:-430}
+BUDGET=${GPU_CHECK_BUDGET_S:-460}
 STOP_ON_FAIL=${STOP_ON_FAIL:-0}
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
@@ -154,14 +156,14 @@ EOF
 # --- build ------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
     record build "skipped (SKIP_BUILD=1)" 0
-elif ! run_step build 200 220 0 "command -v nvcc && nvcc --version | tail -n 2; \
+elif ! run_step build 180 270 0 "command -v nvcc && nvcc --version | tail -n 2; \
         TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 $PY -m pip install --no-build-isolation --no-deps -e ."; then
     STOPPED=build
     finish
 fi
 
 # --- info -------------------------------------------------------------------
-run_step info 30 210 0 "nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
+run_step info 30 260 0 "nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
     --format=csv | tee '$AUX/nvidia-smi.txt'; $PY -c \"
 import json, torch, hrnet_fast
 info = hrnet_fast.build_info()
@@ -178,21 +180,22 @@ if not info.get('extension_loaded'):
 \""
 
 # --- copy bandwidth ---------------------------------------------------------
-run_step bandwidth 30 195 0 "$PY benchmarks/bandwidth.py --device cuda --gib 2 --json '$AUX/bandwidth.json'"
+run_step bandwidth 30 250 0 "$PY benchmarks/bandwidth.py --device cuda --gib 2 --json '$AUX/bandwidth.json'"
 
 # --- GPU tests --------------------------------------------------------------
-run_step gpu_tests 90 150 0 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs"
+# compute-sanitizer runs python and torch under instrumentation (a minute or
+# more): its own step after the benchmarks, so it cannot starve the rest.
+run_step gpu_tests 90 190 0 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k 'not compute_sanitizer' \
+    --junitxml '$AUX/gpu_tests.xml'"
 
-# --- model benchmarks (the main job) ----------------------------------------
-BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --variants eager,fused,compile --backend auto"
-run_step bench_w48_seg 120 90 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 30 \
+# --- model benchmark (the main job), the one-pass rows, microbenchmarks ------
+BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --backend auto"
+run_step bench_w48_seg 100 130 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 30 \
+    --variants 'eager,fused[triton],fused[cuda],compile' \
     --time-budget \$((STEP_T - 25)) --json '$REPORT/bench_w48_seg.json' --plot '$AUX/bench_w48_seg.png'"
-run_step bench_w32_pose 100 45 0 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 30 \
-    --time-budget \$((STEP_T - 25)) --json '$REPORT/bench_w32_pose.json' --plot '$AUX/bench_w32_pose.png'"
-
-# --- exchange microbenchmarks -----------------------------------------------
+run_step onepass 90 80 0 "$PY benchmarks/onepass_gpu.py --time-budget \$((STEP_T - 30)) --json '$REPORT/onepass.json'"
 if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
-    run_step microbench 100 0 0 "$PY -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
+    run_step microbench 75 50 0 "$PY -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
         --exchange-grid full --exchange-compile --benchmark-json '$REPORT/microbench.json' \
         --exchange-log '$REPORT/microbench.jsonl' --benchmark-columns=median,iqr,rounds --benchmark-sort=name"
 else
@@ -200,7 +203,11 @@ else
     record microbench "skipped (pytest-benchmark not installed)" 0
 fi
 
+run_step sanitizer 70 0 0 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k compute_sanitizer"
+
 # --- optional, while time is left -------------------------------------------
+run_step bench_w32_pose 60 0 1 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 30 \
+    --variants eager,fused,compile --time-budget \$((STEP_T - 20)) --json '$AUX/bench_w32_pose.json'"
 run_step bench_w48_seg_bf16 60 0 1 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
     --dtype bfloat16 --channels-last --variants eager,fused --time-budget \$((STEP_T - 20)) \
     --json '$AUX/bench_w48_seg_bf16_cl.json'"

@@ -9,6 +9,7 @@ step leaves a gap, which the summary names):
     bandwidth.json     benchmarks/bandwidth.py
     microbench.jsonl   one line per microbenchmark (benchmarks/test_exchange_bench.py)
     bench_*.json       hrnet-fast bench --json
+    onepass.json       benchmarks/onepass_gpu.py --json
 """
 from __future__ import annotations
 
@@ -86,6 +87,35 @@ def microbench_section(lines: List[Dict[str, Any]], copy_gbps: Optional[float]) 
     return out
 
 
+def onepass_section(doc: Optional[Dict[str, Any]]) -> List[str]:
+    """One table per output branch of benchmarks/onepass_gpu.py."""
+    if not doc or not doc.get("branches"):
+        return ["No one-pass results (step failed, was skipped or timed out)."]
+    a, caps = doc["args"], doc.get("ceilings") or {}
+    out = [f"{doc['device']}, {a['arch']} stage 4 at {a['size']} input, batch {a['batch']}, {a['dtype']}, "
+           f"{'NCHW' if a['nchw'] else 'channels_last'}, compile mode {a['compile_mode']}"
+           + (f"; ceilings: copy {caps['copy_gbps']:.0f} GB/s, matmul {caps['matmul_tflops']:.0f} TFLOP/s"
+              if caps else "") + ".", ""]
+    for b in doc["branches"]:
+        out += [f"Output branch {b['branch']} ({b['channels']} ch, {b['out_hw'][0]}x{b['out_hw'][1]}), "
+                f"{b['rounds']} rounds" + (f", compile took {b['compile_s']:.0f} s" if b.get("compile_s") else "")
+                + ":", "", "| variant | us | vs eager | vs compile | rel. err vs fp32 | kernel work |",
+                "|---|---|---|---|---|---|"]
+        for name, ms in b["median_ms"].items():
+            work = ""
+            if name.startswith("kernel-"):
+                w = b["kernel_work"][name[len("kernel-"):]]
+                work = f"{w['bytes'] / 1e6:.1f} MB, {w['flops'] / 1e9:.1f} GFLOP, {w['conv_terms']} conv terms on " \
+                       f"{w['resolved']}" + (f", {100 * w['fraction_of_bound']:.0f}% of bound"
+                                             if "fraction_of_bound" in w else "")
+            vs_e, vs_c = b["speedup_vs_eager"].get(name), b.get("speedup_vs_compile", {}).get(name)
+            err = b["rel_err_vs_fp32"].get(name)
+            out.append(f"| {name} | {ms * 1e3:.1f} | {f'{vs_e:.2f}x' if vs_e else '-'} | "
+                       f"{f'{vs_c:.2f}x' if vs_c else '-'} | {f'{err:.1e}' if err is not None else '-'} | {work} |")
+        out += [f"- {k}: {v}" for k, v in b.get("errors", {}).items()] + [""]
+    return out
+
+
 def summarize(report_dir: str) -> str:
     """The summary markdown of `report_dir`."""
     from hrnet_fast.bench import reporting
@@ -118,6 +148,8 @@ def summarize(report_dir: str) -> str:
             out += [f"### {reporting.title(rep)}", "", reporting.markdown_table(rep), "",
                     reporting.footnote(rep) + "; bandwidth fraction: not defined for whole models", ""]
             out += [f"- {line}" for line in reporting.failures(rep)]
+    out += ["", "## One-pass exchange rows (conv terms in the kernel)", ""]
+    out += onepass_section(_load(os.path.join(report_dir, "onepass.json")))
     out += ["", "## Exchange microbenchmarks", ""]
     lines = []
     try:
