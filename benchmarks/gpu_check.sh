@@ -11,6 +11,7 @@
 #   info       build_info(), nvidia-smi -L, versions
 #   bandwidth  device-to-device copy bandwidth (benchmarks/bandwidth.py)
 #   gpu_tests  pytest tests/gpu -q, but the compute-sanitizer test
+#   profile    benchmarks/profile_gpu.py: torch.profiler tables of the CUDA backend (optional)
 #   bench_w48_seg  hrnet-fast bench, W48 seg 1x3x1024x2048 (eager, fused per backend, compile)
 #   onepass    benchmarks/onepass_gpu.py: W48 stage-4 rows with conv terms, bf16 channels_last
 #   microbench pytest benchmarks --benchmark-only, full grid (W48 seg stage 4 first), bf16 channels_last
@@ -22,7 +23,7 @@
 # bench_w48_seg.json, onepass.json, bench.png, microbench.json
 # (pytest-benchmark), microbench.jsonl (one line per case, written as it
 # runs), aux.tar.gz (step table, build_info, bandwidth, nvidia-smi, per-case
-# plots, the optional pose and bf16 cases).
+# plots, the profile tables, the optional pose and bf16 cases).
 #
 # Failure: the first broken step is named in a banner, at the top of
 # summary.md and in the exit status (1; 2 when no GPU). A failed build or a
@@ -31,13 +32,19 @@
 # of a scarce GPU run (STOP_ON_FAIL=1 stops at the first failure instead).
 #
 # Knobs: GPU_CHECK_BUDGET_S (total seconds, default 460), STOP_ON_FAIL,
-# PYTHON (default python3), SKIP_BUILD=1 (use an existing build).
+# PYTHON (default python3), SKIP_BUILD=1 (use an existing build),
+# GPU_CHECK_STEPS="build gpu_tests ..." (run only these steps, e.g. a rerun
+# after a fix), GPU_TESTS (what gpu_tests runs, default tests/gpu),
+# BENCH_VARIANTS (the W48 seg model bench's variants; "fused" is backend auto).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
 PY=${PYTHON:-python3}
 BUDGET=${GPU_CHECK_BUDGET_S:-460}
 STOP_ON_FAIL=${STOP_ON_FAIL:-0}
+ONLY=$(printf '%s' "${GPU_CHECK_STEPS:-}" | tr ',' ' ')
+GPU_TESTS=${GPU_TESTS:-tests/gpu}
+BENCH_VARIANTS=${BENCH_VARIANTS:-eager,fused,fused[triton],compile}
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 RESERVE=20  # seconds kept for the summary at the end
@@ -86,6 +93,12 @@ fail() {  # name status
 run_step() {
     local name=$1 cap=$2 later=$3 optional=$4 cmd=$5
     if [ -n "$STOPPED" ]; then record "$name" "skipped (stopped after $STOPPED)" 0; return 1; fi
+    if [ -n "$ONLY" ]; then
+        case " $ONLY " in
+            *" $name "*) later=0 ;;  # a chosen subset: each step's cap is its budget
+            *) record "$name" "skipped (not in GPU_CHECK_STEPS)" 0; return 0 ;;
+        esac
+    fi
     local left=$((DEADLINE - RESERVE - later - $(date +%s)))
     STEP_T=$((cap < left ? cap : left))
     export STEP_T
@@ -185,13 +198,16 @@ run_step bandwidth 30 250 0 "$PY benchmarks/bandwidth.py --device cuda --gib 2 -
 # --- GPU tests --------------------------------------------------------------
 # compute-sanitizer runs python and torch under instrumentation (a minute or
 # more): its own step after the benchmarks, so it cannot starve the rest.
-run_step gpu_tests 90 190 0 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k 'not compute_sanitizer' \
+run_step gpu_tests 120 190 0 "$PY -m pytest $GPU_TESTS -v -p no:cacheprovider -rfEs -k 'not compute_sanitizer' \
     --junitxml '$AUX/gpu_tests.xml'"
+
+# --- where the CUDA backend's time goes (optional, ~20 s) ---------------------
+run_step profile 30 190 1 "$PY benchmarks/profile_gpu.py --out '$AUX/profile.txt'"
 
 # --- model benchmark (the main job), the one-pass rows, microbenchmarks ------
 BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --backend auto"
 run_step bench_w48_seg 100 130 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 30 \
-    --variants 'eager,fused[triton],fused[cuda],compile' \
+    --variants '$BENCH_VARIANTS' \
     --time-budget \$((STEP_T - 25)) --json '$REPORT/bench_w48_seg.json' --plot '$AUX/bench_w48_seg.png'"
 run_step onepass 90 80 0 "$PY benchmarks/onepass_gpu.py --time-budget \$((STEP_T - 30)) --json '$REPORT/onepass.json'"
 if "$PY" -c "import pytest_benchmark" 2>/dev/null; then

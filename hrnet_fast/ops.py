@@ -41,8 +41,13 @@ _C = _extension()
 _exchange_lists = torch.ops.hrnet_fast.exchange_lists.default if _C is not None else None
 _is_compiling = torch.compiler.is_compiling
 
-# Preference among the GPU backends for backend="auto" on CUDA tensors.
-AUTO_CUDA_ORDER = ("triton", "cuda")
+# Preference among the GPU backends for backend="auto" on CUDA tensors. From
+# gpu_check on an H200 (benchmarks/results/2026-11-27-NVIDIA-H200, RESULTS.md):
+# the CUDA kernels beat Triton in every exchange case measured, forward 3-7x
+# and backward 1-7x at W48 seg stage 4 bf16 channels_last, and the converted
+# stage-4 rows with conv terms ran 2x faster with cuDNN convs plus the CUDA
+# exchange than with Triton's one-pass conv kernel.
+AUTO_CUDA_ORDER = ("cuda", "triton")
 
 
 def backends() -> Dict[str, bool]:

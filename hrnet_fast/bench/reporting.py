@@ -98,15 +98,17 @@ def print_report(report: Dict[str, Any], stream: Optional[TextIO] = None) -> Non
     """Print one case's table: rich when installed, plain text otherwise."""
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
         print(plain_table(report), file=stream, flush=True)
         return
-    table = Table(title=title(report), caption=footnote(report), title_justify="left")
+    table = Table(title=escape(title(report)), caption=escape(footnote(report)), title_justify="left")
     for i, col in enumerate(COLUMNS):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows(report):
-        table.add_row(*row, style="red" if row[1] == "failed" else None)
+        # Variant names like "fused[triton]" would otherwise read as markup tags.
+        table.add_row(*(escape(cell) for cell in row), style="red" if row[1] == "failed" else None)
     console = Console(file=stream, width=max(120, Console(file=stream).width))
     console.print(table)
     for line in failures(report):

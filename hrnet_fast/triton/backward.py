@@ -16,7 +16,9 @@ Per-channel sums use a fixed two-stage reduction: each program writes its
 partial sums to its own row of a zero-initialized (rows, C) buffer, and a
 torch sum over rows finishes. The buffer has rows for the smallest pixel
 block any config uses, so whichever config runs, each program has a row;
-rows no program writes stay zero.
+rows no program writes stay zero. The autotuner runs several configs on the
+same buffers, so it zeroes them before each (reset_to_zero): otherwise rows
+written by a finer config it tried would be summed with the chosen one's.
 """
 from __future__ import annotations
 
@@ -48,7 +50,10 @@ def _masked_grad(grad_ptr, out_ptr, goff, ooff, mask, RELU: tl.constexpr, F64: t
     return g
 
 
-@config.maybe_autotune(config.BACKWARD_CONFIGS, key=["C", "HWIN", "HW", "CL"])
+# Configs with larger pixel blocks write fewer partial-sum rows: the rows are
+# zeroed before each config the autotuner tries, and before the chosen one.
+@config.maybe_autotune(config.BACKWARD_CONFIGS, key=["C", "HWIN", "HW", "CL"],
+                       reset_to_zero=["psum_g_ptr", "psum_gx_ptr"])
 @triton.jit
 def exchange_bwd_kernel(
     grad_ptr, gsN, gsC, gsH, gsW,

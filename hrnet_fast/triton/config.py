@@ -8,6 +8,7 @@ from typing import Callable, List, Sequence, Tuple
 import numpy as np
 import torch
 import triton
+import triton.testing
 
 # Read once, like triton itself: the interpreter is chosen at import time.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -85,13 +86,26 @@ def prune_tiles(configs: List[triton.Config], named_args: dict, **kwargs) -> Lis
     return keep or list(configs[:1])
 
 
-def maybe_autotune(configs: List[triton.Config], key: List[str], prune: bool = True) -> Callable:
+def _quick_bench(kernel_call: Callable[[], None], quantiles) -> List[float]:
+    """The autotuner's timer with shorter windows than Triton's default
+    (25 ms warm-up, 100 ms timed per config): a model has dozens of exchange
+    shapes, each tuned on its first call, and these kernels run for
+    microseconds, so 20 ms still times hundreds of calls."""
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
+def maybe_autotune(configs: List[triton.Config], key: List[str], prune: bool = True,
+                   reset_to_zero: Sequence[str] = ()) -> Callable:
     """triton.autotune (with layout-based pruning) outside the interpreter;
-    identity under it."""
+    identity under it. `reset_to_zero` names buffers a kernel only partly
+    writes for some configs: the autotuner runs every config on the real
+    arguments, so without the reset a config's leftovers would stay in the
+    rows the chosen config does not write."""
     if INTERPRET:
         return lambda fn: fn
     return triton.autotune(configs=configs, key=key,
-                           prune_configs_by={"early_config_prune": prune_tiles} if prune else None)
+                           prune_configs_by={"early_config_prune": prune_tiles} if prune else None,
+                           reset_to_zero=list(reset_to_zero) or None, do_bench=_quick_bench)
 
 
 def fixed_meta() -> dict:
