@@ -39,4 +39,9 @@ inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_back
 // float64 inputs, else float32).
 at::Tensor affine_rows(TensorList inputs, TensorList rows, double fill, const char* name);
 
+// exchange_lists below autograd: `exchange` on the dense rows, or for plain
+// CPU tensors the CPU kernel on the rows in place (exchange_cpu_lists).
+at::Tensor exchange_lists_forward(TensorList inputs, TensorList scales, TensorList shifts, c10::SymIntArrayRef size,
+                                  c10::string_view mode, bool align_corners, bool relu);
+
 }  // namespace hrnet_fast

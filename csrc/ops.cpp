@@ -17,8 +17,7 @@ Mode parse_mode(std::string_view mode) {
   TORCH_CHECK_VALUE(false, "hrnet_fast.exchange: mode must be 'nearest' or 'bilinear', got '", mode, "'");
 }
 
-void check_exchange_args(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
-                         c10::IntArrayRef size) {
+void check_exchange_inputs(TensorList inputs, c10::IntArrayRef size) {
   TORCH_CHECK_VALUE(!inputs.empty(), "hrnet_fast.exchange: needs at least one input");
   TORCH_CHECK_VALUE(size.size() == 2 && size[0] > 0 && size[1] > 0,
                     "hrnet_fast.exchange: size must be two positive ints, got ", size);
@@ -38,6 +37,12 @@ void check_exchange_args(TensorList inputs, const at::Tensor& scales, const at::
                       "hrnet_fast.exchange: inputs[", k, "] is ", x.size(2), "x", x.size(3),
                       ", which does not fit in the output size ", size[0], "x", size[1]);
   }
+}
+
+void check_exchange_args(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
+                         c10::IntArrayRef size) {
+  check_exchange_inputs(inputs, size);
+  const auto& x0 = inputs[0];
   const auto K = static_cast<int64_t>(inputs.size());
   for (const auto* t : {&scales, &shifts}) {
     TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == K && t->size(1) == x0.size(1),

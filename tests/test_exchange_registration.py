@@ -101,6 +101,33 @@ def test_lists_op_equals_dense_op_and_reference(affine):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("rows", ["in-place", "strided", "identity"])
+@pytest.mark.parametrize("shapes", [[(8, 6)] * 4, [(5, 3)] * 2, [(9, 7), (9, 7), (5, 4)]],
+                         ids=["same-size-8x6", "same-size-5x3", "mixed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lists_op_reads_plain_rows_in_place(dtype, shapes, rows):
+    # Plain CPU rows are read where they are; strided rows go through the
+    # dense rows and the dispatched op. Both must give the dense op's
+    # result exactly, and the reference's to rounding.
+    xs, sc, sh = make_case(shapes, c=19, dtype=dtype)
+    if rows == "strided":
+        sc = [torch.stack([s, s], 1)[:, 0] for s in sc]
+        assert not sc[0].is_contiguous()
+    if rows == "identity":
+        sc, sh = [], []
+    k, c = len(xs), xs[0].shape[1]
+    dense_s = torch.stack(sc) if sc else torch.ones(k, c)
+    dense_b = torch.stack(sh) if sh else torch.zeros(k, c)
+    for relu in (True, False):
+        args = ([9, 7] if len(set(shapes)) > 1 else list(shapes[0]), "nearest", False, relu)
+        got = torch.ops.hrnet_fast.exchange_lists(xs, sc, sh, *args)
+        torch.testing.assert_close(got, torch.ops.hrnet_fast.exchange(xs, dense_s, dense_b, *args), rtol=0, atol=0)
+        want = hrnet_fast.reference([x.double() for x in xs], [s.double() for s in sc] or None,
+                                    [b.double() for b in sh] or None, size=tuple(args[0]), relu=relu)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
 def test_lists_op_gradcheck_each_row():
     args = _list_args([(6, 5), (3, 3)], False, "bilinear", True)
     xs, sc, sh, rest = args[0], args[1], args[2], args[3:]

@@ -131,8 +131,7 @@ at::Tensor exchange_lists_autograd(at::TensorList inputs, at::TensorList scales,
                                    c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
   if (!needs_autograd({inputs, scales, shifts})) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return exchange_call(inputs, affine_rows(inputs, scales, 1.0, "scales"), affine_rows(inputs, shifts, 0.0, "shifts"),
-                         size, mode, align_corners, relu);
+    return exchange_lists_forward(inputs, scales, shifts, size, mode, align_corners, relu);
   }
   return ExchangeListsFunction::apply(inputs, scales, shifts, size, mode, align_corners, relu)[0];
 }

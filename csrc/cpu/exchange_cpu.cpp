@@ -20,9 +20,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/same_size_sum.h"
 #include "cpu/vec_ops.h"
 #include "exchange.h"
 
@@ -92,9 +94,11 @@ struct SourceRows {
   }
 };
 
+// The forward on per-input rows of C scale and shift values (acc_t).
 template <typename scalar_t>
-at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts, int64_t H,
-                        int64_t W, Mode mode, bool align_corners, bool relu) {
+at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* const* scale_rows,
+                        const at::opmath_type<scalar_t>* const* shift_rows, int64_t H, int64_t W, Mode mode,
+                        bool align_corners, bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& x0 = inputs[0];
   const int64_t N = x0.size(0), C = x0.size(1), K = static_cast<int64_t>(inputs.size());
@@ -102,22 +106,15 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   auto out = at::empty({N, C, H, W}, x0.options().memory_format(fmt));
   if (out.numel() == 0) return out;
 
-  const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-  // Checked first: Tensor::to() is a dispatched call even when it has
-  // nothing to do, and this runs on every (often small) call.
-  const at::Tensor sc = (scales.scalar_type() == acc_type ? scales : scales.to(acc_type)).contiguous();
-  const at::Tensor sh = (shifts.scalar_type() == acc_type ? shifts : shifts.to(acc_type)).contiguous();
-  const acc_t* sc_p = sc.const_data_ptr<acc_t>();
-  const acc_t* sh_p = sh.const_data_ptr<acc_t>();
   // The shifts of all inputs add up to one constant per channel: interpolation
   // weights sum to one, so interp(x * s + b) = s * interp(x) + b.
   std::vector<acc_t> shift_sum(C, acc_t(0));
   for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < C; ++c) shift_sum[c] += sh_p[k * C + c];
+    for (int64_t c = 0; c < C; ++c) shift_sum[c] += shift_rows[k][c];
 
   std::vector<Source<scalar_t, acc_t>> src;
   src.reserve(K);
-  for (int64_t k = 0; k < K; ++k) src.emplace_back(inputs[k], fmt, sc_p + k * C, H, W, mode, align_corners);
+  for (int64_t k = 0; k < K; ++k) src.emplace_back(inputs[k], fmt, scale_rows[k], H, W, mode, align_corners);
   // Same-size inputs are summed with the shifts in one pass (affine_sum),
   // which writes the output directly when no input is interpolated; the
   // interpolated inputs are summed into an accumulator that pass adds
@@ -206,6 +203,15 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   // same sum as the general loop's direct case below.
   if (direct && m >= 1 && m <= 4) {
     const int64_t HW = H * W;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
+        const float* scale[4];
+        const float* x[4];
+        for (int j = 0; j < m; ++j) scale[j] = same[j]->scale, x[j] = same[j]->data;
+        cpu::same_size_sum_f32(out_p, x, scale, shift_sum.data(), m, begin, end, C, HW, relu);
+      });
+      return out;
+    }
     cpu::with_count(m, [&](auto count) {
       constexpr int M = decltype(count)::value;
       at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
@@ -289,18 +295,75 @@ at::Tensor forward_impl(TensorList inputs, const at::Tensor& scales, const at::T
   return out;
 }
 
+// The forward on dense (K, C) rows.
+template <typename scalar_t>
+at::Tensor forward_dense(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts, int64_t H,
+                         int64_t W, Mode mode, bool align_corners, bool relu) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+  // Checked first: Tensor::to() is a dispatched call even when it has
+  // nothing to do, and this runs on every (often small) call.
+  const at::Tensor sc = (scales.scalar_type() == acc_type ? scales : scales.to(acc_type)).contiguous();
+  const at::Tensor sh = (shifts.scalar_type() == acc_type ? shifts : shifts.to(acc_type)).contiguous();
+  const int64_t K = sc.size(0), C = sc.size(1);
+  std::vector<const acc_t*> scale_rows(K), shift_rows(K);
+  for (int64_t k = 0; k < K; ++k) {
+    scale_rows[k] = sc.const_data_ptr<acc_t>() + k * C;
+    shift_rows[k] = sh.const_data_ptr<acc_t>() + k * C;
+  }
+  return forward_rows<scalar_t>(inputs, scale_rows.data(), shift_rows.data(), H, W, mode, align_corners, relu);
+}
+
+// The forward on one (C,) row tensor per input (empty: ones / zeros).
+template <typename scalar_t>
+at::Tensor forward_lists(TensorList inputs, TensorList scales, TensorList shifts, int64_t H, int64_t W, Mode mode,
+                         bool align_corners, bool relu) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const size_t K = inputs.size();
+  const int64_t C = inputs[0].size(1);
+  std::vector<acc_t> ones, zeros;
+  std::vector<const acc_t*> scale_rows(K), shift_rows(K);
+  auto rows = [&](TensorList given, std::vector<acc_t>& fill, acc_t value, std::vector<const acc_t*>& ptrs) {
+    if (given.empty()) fill.assign(C, value);
+    for (size_t k = 0; k < K; ++k) {
+      if (given.empty()) {
+        ptrs[k] = fill.data();
+        continue;
+      }
+      TORCH_INTERNAL_ASSERT(given[k].scalar_type() == c10::CppTypeToScalarType<acc_t>::value &&
+                            given[k].is_contiguous() && given[k].numel() == C);
+      ptrs[k] = given[k].const_data_ptr<acc_t>();
+    }
+  };
+  rows(scales, ones, acc_t(1), scale_rows);
+  rows(shifts, zeros, acc_t(0), shift_rows);
+  return forward_rows<scalar_t>(inputs, scale_rows.data(), shift_rows.data(), H, W, mode, align_corners, relu);
+}
+
 at::Tensor exchange_cpu(at::TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
                         c10::IntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
   check_exchange_args(inputs, scales, shifts, size);
   const Mode m = parse_mode(std::string_view(mode.data(), mode.size()));
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange", [&] {
-    out = forward_impl<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
+    out = forward_dense<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
   });
   return out;
 }
 
 }  // namespace
+
+at::Tensor exchange_cpu_lists(TensorList inputs, TensorList scales, TensorList shifts, c10::IntArrayRef size,
+                              c10::string_view mode, bool align_corners, bool relu) {
+  check_exchange_inputs(inputs, size);
+  const Mode m = parse_mode(std::string_view(mode.data(), mode.size()));
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange", [&] {
+    out = forward_lists<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
+  });
+  return out;
+}
+
 }  // namespace hrnet_fast
 
 // Backward lives in exchange_backward_cpu.cpp; both register here.
