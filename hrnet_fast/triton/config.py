@@ -12,6 +12,11 @@ import triton.testing
 
 # Read once, like triton itself: the interpreter is chosen at import time.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# HRNET_FAST_TRITON_AUTOTUNE=0: one config per shape (the first that suits
+# the layout), compiled once and not timed. For correctness runs: tuning
+# compiles and times up to seven configs per kernel variant and shape,
+# seconds per new shape.
+AUTOTUNE = os.environ.get("HRNET_FAST_TRITON_AUTOTUNE", "1") != "0"
 
 # Interpreter: one fixed, small config (it runs programs one by one in
 # Python, so fewer, larger programs are faster, and there is nothing to tune).
@@ -103,8 +108,13 @@ def maybe_autotune(configs: List[triton.Config], key: List[str], prune: bool = T
     rows the chosen config does not write."""
     if INTERPRET:
         return lambda fn: fn
+    if AUTOTUNE:
+        pruner = prune_tiles if prune else None
+    else:
+        def pruner(cfgs, named_args, **kwargs):
+            return (prune_tiles(cfgs, named_args, **kwargs) if prune else list(cfgs))[:1]
     return triton.autotune(configs=configs, key=key,
-                           prune_configs_by={"early_config_prune": prune_tiles} if prune else None,
+                           prune_configs_by={"early_config_prune": pruner} if pruner else None,
                            reset_to_zero=list(reset_to_zero) or None, do_bench=_quick_bench)
 
 
