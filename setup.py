@@ -54,7 +54,10 @@ def extension():
     ]
     # HRNET_FAST_CXXFLAGS adds host compiler flags (e.g. -march=native for a
     # build that only runs on the machine that compiles it).
-    cxx = ["-O3", "-fopenmp"] + os.environ.get("HRNET_FAST_CXXFLAGS", "").split()
+    # -ffp-contract=off: no fused multiply-adds, so the CPU results are the
+    # same bits whichever instruction set a loop runs on (the same-size loop
+    # has AVX-512 and AVX2 clones, csrc/cpu/same_size_sum.cpp).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"] + os.environ.get("HRNET_FAST_CXXFLAGS", "").split()
     include_dirs = [os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")]
     if not with_cuda:
         return CppExtension("hrnet_fast._C", sources, include_dirs=include_dirs, define_macros=define_macros,

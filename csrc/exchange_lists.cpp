@@ -30,10 +30,6 @@ bool is_plain_cpu(const at::Tensor& t) {
   return t.is_cpu() && !t.key_set().has_any(watched) && t.has_storage();
 }
 
-}  // namespace
-
-namespace {
-
 at::ScalarType affine_dtype(const at::Tensor& x0) {
   return x0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }

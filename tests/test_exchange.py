@@ -44,6 +44,27 @@ def test_half_precision_accumulates_in_float32(dtype, tol, mode, channels_last):
     assert rel_err(got, want) < tol
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+@pytest.mark.parametrize("plane", [(8, 6), (5, 3), (1, 1)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu):
+    # All-same-size float32 NCHW runs a loop compiled for several instruction
+    # sets (csrc/cpu/same_size_sum.cpp). Without fused multiply-adds every
+    # clone gives exactly the float32 result of this order of operations:
+    # the shifts summed first, then each input's scale * x added in turn.
+    xs, sc, sh = make_case([plane] * count, n=3, c=37)
+    want = torch.zeros(37)
+    for b in sh:
+        want = want + b
+    want = want.view(1, -1, 1, 1).expand_as(xs[0])
+    for x, s in zip(xs, sc):
+        want = want + s.view(1, -1, 1, 1) * x
+    if relu:
+        want = torch.relu(want)
+    got = hrnet_fast.exchange(xs, sc, sh, relu=relu, backend="cpu")
+    assert torch.equal(got, want)
+
+
 def test_explicit_size_larger_than_every_input():
     xs, sc, sh = make_case([(8, 5), (4, 3)], dtype=torch.float64)
     got = hrnet_fast.exchange(xs, sc, sh, size=(15, 9), mode="bilinear", backend="cpu")

@@ -9,7 +9,8 @@ namespace cpu {
 
 // out[p][i] = act(shift[c] + sum_k scale[k][c] * x[k][p][i]) for the planes
 // p in [begin, end) of `plane` elements each, c = p % channels, 1 <= m <= 4.
-// The same summation order as cpu::affine_sum.
+// The same summation order as cpu::affine_sum, and the same bits on every
+// instruction set (setup.py builds with -ffp-contract=off).
 void same_size_sum_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
                        int64_t begin, int64_t end, int64_t channels, int64_t plane, bool relu);
 
