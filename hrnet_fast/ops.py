@@ -320,6 +320,18 @@ def exchange(
     return _KERNELS[backend](inputs, dense_scales, dense_shifts, [out_h, out_w], mode, align_corners, relu)
 
 
+def _takes_list_op(backend: str, is_cpu: bool, is_cuda: bool) -> bool:
+    """Whether the C++ backend of the tensors' device runs this call:
+    exchange_lists dispatches on the device, so it serves "cpu" and "cuda",
+    and "auto" where auto resolves to them (always on the CPU; on CUDA when
+    the extension has CUDA kernels and they come first in AUTO_CUDA_ORDER)."""
+    if is_cpu:
+        return backend in ("auto", "cpu")
+    if is_cuda:
+        return backend == "cuda" or (backend == "auto" and AUTO_CUDA_ORDER[0] == "cuda" and _C.cuda_compiled)
+    return False
+
+
 def _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend) -> Optional[Tensor]:
     """The common call in a few microseconds: a C++ backend, no conv terms,
     each affine None or one tensor per input. `exchange_lists` builds the
@@ -332,7 +344,7 @@ def _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend)
     x0 = inputs[0]
     if not isinstance(x0, Tensor) or mode not in MODES:
         return None
-    if not (backend in ("auto", "cpu") and x0.is_cpu) and not (backend == "cuda" and x0.is_cuda):
+    if not _takes_list_op(backend, x0.is_cpu, x0.is_cuda):
         return None
     for rows in (scales, shifts):
         if rows is not None:

@@ -161,6 +161,25 @@ def test_rows_keep_their_dtype_and_negation():
     torch.testing.assert_close(got, want)
 
 
+def test_list_op_serves_the_backends_it_dispatches_to(monkeypatch):
+    # exchange_lists runs the device's C++ kernel: CPU for "cpu"/"auto",
+    # CUDA for "cuda", and for "auto" on CUDA tensors while CUDA leads
+    # AUTO_CUDA_ORDER; Triton and the reference take the full path.
+    ops = hrnet_fast.ops
+    assert ops._takes_list_op("auto", True, False) and ops._takes_list_op("cpu", True, False)
+    assert not ops._takes_list_op("triton", True, False) and not ops._takes_list_op("reference", True, False)
+    assert ops._takes_list_op("cuda", False, True) and not ops._takes_list_op("triton", False, True)
+    assert not ops._takes_list_op("auto", False, False)  # e.g. meta tensors
+    monkeypatch.setattr(ops._C, "cuda_compiled", True, raising=False)
+    monkeypatch.setattr(ops, "AUTO_CUDA_ORDER", ("cuda", "triton"))
+    assert ops._takes_list_op("auto", False, True)
+    monkeypatch.setattr(ops, "AUTO_CUDA_ORDER", ("triton", "cuda"))
+    assert not ops._takes_list_op("auto", False, True)
+    monkeypatch.setattr(ops._C, "cuda_compiled", False, raising=False)
+    monkeypatch.setattr(ops, "AUTO_CUDA_ORDER", ("cuda", "triton"))
+    assert not ops._takes_list_op("auto", False, True)
+
+
 def test_wrapper_routes_common_calls_to_the_list_op():
     # the fast path is a speed feature: keep it from silently falling away
     x = [torch.randn(1, 2, 4, 4, requires_grad=True), torch.randn(1, 2, 2, 2)]
