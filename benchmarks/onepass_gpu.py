@@ -16,7 +16,8 @@ and is timed as
   - kernel-B: the exchange call alone, on the arguments the fused row passes
               it, with its FLOPs and bytes against the measured ceilings.
 
-Timing: rounds that time every variant once (triton.testing.do_bench
+cuDNN's benchmark mode is on (as HRNet's configs set it) unless
+--no-cudnn-benchmark. Timing: rounds that time every variant once (triton.testing.do_bench
 median, L2 flushed) in rotating order; a variant's figure is its median
 over rounds, a speed-up the median of the per-round ratios.
 
@@ -210,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--branches", default="2,3")
     p.add_argument("--backends", default="auto,triton,cuda")
     p.add_argument("--compile-mode", default="max-autotune", help='"none" to skip torch.compile')
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="leave torch.backends.cudnn.benchmark off (HRNet's training configs turn it on)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--time-budget", type=float, default=0, help="seconds; stop timing rounds past it")
     p.add_argument("--json", default=None)
@@ -218,6 +221,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     dtype = getattr(torch, args.dtype)
     h, w = parse_size(args.size)
     deadline = time.perf_counter() + (args.time_budget or 1e9)
+    # The official HRNet configs set CUDNN.BENCHMARK: every variant's convs
+    # then run cuDNN's fastest algorithm for their shape, as in training.
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
 
     def log(msg: str) -> None:
         print(msg, flush=True)

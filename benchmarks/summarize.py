@@ -93,7 +93,8 @@ def onepass_section(doc: Optional[Dict[str, Any]]) -> List[str]:
         return ["No one-pass results (step failed, was skipped or timed out)."]
     a, caps = doc["args"], doc.get("ceilings") or {}
     out = [f"{doc['device']}, {a['arch']} stage 4 at {a['size']} input, batch {a['batch']}, {a['dtype']}, "
-           f"{'NCHW' if a['nchw'] else 'channels_last'}, compile mode {a['compile_mode']}"
+           f"{'NCHW' if a['nchw'] else 'channels_last'}, compile mode {a['compile_mode']}, "
+           f"cudnn.benchmark {not a.get('no_cudnn_benchmark', True)}"
            + (f"; ceilings: copy {caps['copy_gbps']:.0f} GB/s, matmul {caps['matmul_tflops']:.0f} TFLOP/s"
               if caps else "") + ".", ""]
     for b in doc["branches"]:
