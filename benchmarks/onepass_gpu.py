@@ -14,7 +14,8 @@ and is timed as
   - fused-B:  the converted module's row on backend B (BN folded, the
               chain's last conv inside the exchange where B has the kernel);
   - kernel-B: the exchange call alone, on the arguments the fused row passes
-              it, with its FLOPs and bytes against the measured ceilings.
+              it, with its FLOPs and bytes against the measured ceilings (its
+              rates from a CUDA-graph replay: the kernels' time alone).
 
 cuDNN's benchmark mode is on (as HRNet's configs set it) unless
 --no-cudnn-benchmark. Timing: rounds that time every variant once (triton.testing.do_bench
@@ -42,7 +43,7 @@ import hrnet_fast.modules as fused_modules
 from hrnet_fast.bench.config import parse_size
 from hrnet_fast.bench.models import randomize_batchnorm
 from hrnet_fast.bench.runner import device_name
-from hrnet_fast.bench.timing import rotation, time_call
+from hrnet_fast.bench.timing import cuda_graph_ms, rotation, time_call
 from hrnet_fast.models.configs import ARCHS
 from hrnet_fast.models.hrmodule import HighResolutionModule
 
@@ -191,6 +192,10 @@ def bench_branch(host, i: int, xs, ref, args, caps: Dict[str, float], deadline: 
                                         for n, t in times.items() if n.startswith("fused")}
     for backend, work in result.get("kernel_work", {}).items():
         ms = result["median_ms"][f"kernel-{backend}"]
+        if dev == "cuda":  # the kernels' own time, without the call's host cost
+            graph = cuda_graph_ms(variants[f"kernel-{backend}"])
+            work["graph_ms"] = graph
+            ms = graph or ms
         work["gbps"] = work["bytes"] / (ms * 1e-3) / 1e9
         work["tflops"] = work["flops"] / (ms * 1e-3) / 1e12
         if caps:
@@ -257,6 +262,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 extra += f"  x{res['speedup_vs_compile'][name]:.2f} vs compile"
             if name.startswith("kernel-"):
                 wk = res["kernel_work"][name[len("kernel-"):]]
+                if wk.get("graph_ms"):
+                    extra += f"  (graph replay {wk['graph_ms'] * 1e3:.1f} us)"
                 extra += f"  {wk['bytes'] / 1e6:.1f} MB {wk['gbps']:.0f} GB/s, {wk['flops'] / 1e9:.2f} GFLOP " \
                          f"{wk['tflops']:.1f} TFLOP/s, {wk['conv_terms']} conv terms on {wk['resolved']}"
                 if "fraction_of_bound" in wk:

@@ -57,7 +57,9 @@ def microbench_section(lines: List[Dict[str, Any]], copy_gbps: Optional[float]) 
     first = lines[0]
     out = [f"dtype {first['dtype']}, channels_last {first['channels_last']}; time = device-side median "
            f"(triton do_bench, L2 flushed) on CUDA; GB/s from the bytes the op must move (forward: read every "
-           f"input, write the output; backward: read grad, output and inputs, write input grads)"
+           f"input, write the output; backward: read grad, output and inputs, write input grads); "
+           f"'graph': the forward replayed from a CUDA graph, the kernels' time without launch costs "
+           f"(L2 not flushed between replays)"
            + (f"; % = fraction of the measured copy bandwidth {copy_gbps:.0f} GB/s" if copy_gbps else "") + ".", ""]
     head = ["case", "dir", "MB"]
     for b in backends:
@@ -74,9 +76,12 @@ def microbench_section(lines: List[Dict[str, Any]], copy_gbps: Optional[float]) 
             if r is None or r.get("device_ms") is None:
                 row += ["-", "-"] + ([] if b == "reference" else ["-"])
                 continue
-            gbps = r["gbps"]
+            gbps, graph = r["gbps"], r.get("graph_gbps")
             frac = f" ({100 * gbps / copy_gbps:.0f}%)" if copy_gbps else ""
-            row += [f"{r['device_ms'] * 1e3:.1f}", f"{gbps:.3g}{frac}"]
+            cell = f"{gbps:.3g}{frac}"
+            if graph:
+                cell += f"; graph {graph:.3g}" + (f" ({100 * graph / copy_gbps:.0f}%)" if copy_gbps else "")
+            row += [f"{r['device_ms'] * 1e3:.1f}", cell]
             if b != "reference":
                 ok = ref is not None and ref.get("device_ms")
                 row.append(f"{ref['device_ms'] / r['device_ms']:.2f}x" if ok else "-")
@@ -106,7 +111,8 @@ def onepass_section(doc: Optional[Dict[str, Any]]) -> List[str]:
             work = ""
             if name.startswith("kernel-"):
                 w = b["kernel_work"][name[len("kernel-"):]]
-                work = f"{w['bytes'] / 1e6:.1f} MB, {w['flops'] / 1e9:.1f} GFLOP, {w['conv_terms']} conv terms on " \
+                work = (f"graph replay {w['graph_ms'] * 1e3:.1f} us, " if w.get("graph_ms") else "") + \
+                    f"{w['bytes'] / 1e6:.1f} MB, {w['flops'] / 1e9:.1f} GFLOP, {w['conv_terms']} conv terms on " \
                        f"{w['resolved']}" + (f", {100 * w['fraction_of_bound']:.0f}% of bound"
                                              if "fraction_of_bound" in w else "")
             vs_e, vs_c = b["speedup_vs_eager"].get(name), b.get("speedup_vs_compile", {}).get(name)

@@ -5,7 +5,9 @@ Each benchmark reports in extra_info the bytes the op must move and the
 achieved GB/s. On CUDA the timed function synchronises, so pytest-benchmark's
 host-clock figures include launch overhead; the GB/s come from a device-side
 median (triton.testing.do_bench: CUDA events, L2 flushed between calls),
-reported as device_ms. On the CPU they come from pytest-benchmark's median.
+reported as device_ms; forwards are also replayed from a CUDA graph
+(graph_ms, graph_gbps): the kernels' own time without launch costs. On the
+CPU they come from pytest-benchmark's median.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch import Tensor
 
 import hrnet_fast
 from bench_shapes import ExchangeCase
+from hrnet_fast.bench.timing import cuda_graph_ms
 
 
 def make_tensors(case: ExchangeCase, device: str, dtype: torch.dtype, channels_last: bool, grad: bool,
@@ -106,6 +109,9 @@ def test_exchange(benchmark, bench_env, xcase: ExchangeCase, backend: str, direc
     stats = benchmark.stats.stats if benchmark.stats is not None else None
     host_ms = stats.median * 1e3 if stats is not None else None
     device_ms = _device_ms(run) if env.device == "cuda" else host_ms
+    # Forward only: autograd runs the backward on its own thread, outside a
+    # capture on this one.
+    graph_ms = cuda_graph_ms(run) if env.device == "cuda" and direction == "forward" else None
     info = {
         "case": xcase.id, "arch": xcase.arch, "task": xcase.task, "stage": xcase.stage, "branch": xcase.branch,
         "batch": xcase.batch, "channels": xcase.channels, "out_hw": list(xcase.out_hw),
@@ -113,6 +119,7 @@ def test_exchange(benchmark, bench_env, xcase: ExchangeCase, backend: str, direc
         "dtype": str(env.dtype).replace("torch.", ""), "channels_last": env.channels_last, "device": env.device,
         "bytes": nbytes, "host_ms": host_ms, "device_ms": device_ms,
         "gbps": nbytes / (device_ms * 1e-3) / 1e9 if device_ms else None, "rel_err_vs_reference": rel_err,
+        "graph_ms": graph_ms, "graph_gbps": nbytes / (graph_ms * 1e-3) / 1e9 if graph_ms else None,
     }
     benchmark.extra_info.update(info)
     if env.log:

@@ -131,3 +131,21 @@ def rounds_within(budget_s: Optional[float], round_ms: float, wanted: int, minim
     if budget_s is None or round_ms <= 0:
         return wanted
     return max(min(wanted, int(budget_s * 1e3 / round_ms)), min(minimum, wanted))
+
+
+def cuda_graph_ms(fn: Callable[[], Any]) -> Optional[float]:
+    """Median device time of `fn` replayed from a CUDA graph: no launch or
+    Python cost, only its kernels (L2 not flushed between replays). Event
+    timing of a plain call includes the host's time whenever the host is
+    slower than the kernels, which at tens of microseconds it can be. None
+    where capture fails (a synchronising call, a backend that cannot be
+    captured)."""
+    try:
+        from triton.testing import do_bench_cudagraph
+        torch.cuda.synchronize()
+        with torch.cuda.stream(torch.cuda.Stream()):  # capture needs a side stream
+            return float(do_bench_cudagraph(fn, rep=20, return_mode="median"))
+    except Exception:  # a failed capture leaves the figure out, not the run
+        return None
+    finally:
+        torch.cuda.synchronize()
