@@ -190,17 +190,23 @@ def _check_affine(values, name: str, count: int, channels: int, device: torch.de
 _IDENTITY_ROWS: Dict[tuple, Tensor] = {}
 
 
-def _identity_rows(count: int, channels: int, fill: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    if torch.compiler.is_compiling() or not isinstance(channels, int):
-        return torch.full((count, channels), fill, dtype=dtype, device=device)
+def _cached_full(shape: Tuple[int, ...], fill: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """torch.full, built once per shape, fill, dtype and device. The ops
+    only read these tensors."""
     # Tensors made under inference_mode cannot be saved for backward later.
-    key = (count, channels, fill, dtype, device, torch.is_inference_mode_enabled())
+    key = (shape, fill, dtype, device, torch.is_inference_mode_enabled())
     rows = _IDENTITY_ROWS.get(key)
     if rows is None:
         if len(_IDENTITY_ROWS) > 256:
             _IDENTITY_ROWS.clear()
-        rows = _IDENTITY_ROWS[key] = torch.full((count, channels), fill, dtype=dtype, device=device)
+        rows = _IDENTITY_ROWS[key] = torch.full(shape, fill, dtype=dtype, device=device)
     return rows
+
+
+def _identity_rows(count: int, channels: int, fill: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if torch.compiler.is_compiling() or not isinstance(channels, int):
+        return torch.full((count, channels), fill, dtype=dtype, device=device)
+    return _cached_full((count, channels), fill, dtype, device)
 
 
 def _dense_affine(values, count: int, channels: int, fill: float, like: Tensor, complete: bool = False) -> Tensor:
@@ -334,11 +340,11 @@ def _takes_list_op(backend: str, is_cpu: bool, is_cuda: bool) -> bool:
 
 def _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend) -> Optional[Tensor]:
     """The common call in a few microseconds: a C++ backend, no conv terms,
-    each affine None or one tensor per input. `exchange_lists` builds the
-    dense rows and checks every argument itself. Returns None where this
-    does not apply, or where the op rejects the arguments: the full path
-    then raises its precise error (or handles the case, e.g. None entries).
-    Not under torch.compile, which traces the full path."""
+    each affine None or a list of None / (C,) tensors. `exchange_lists`
+    builds the dense rows and checks every argument itself; None entries
+    become cached identity rows. Returns None where this does not apply, or
+    where the op rejects the arguments: the full path then raises its
+    precise error. Not under torch.compile, which traces the full path."""
     if _exchange_lists is None or type(inputs) not in (list, tuple) or not inputs or _is_compiling():
         return None
     x0 = inputs[0]
@@ -346,24 +352,35 @@ def _fast_call(inputs, scales, shifts, size, mode, align_corners, relu, backend)
         return None
     if not _takes_list_op(backend, x0.is_cpu, x0.is_cuda):
         return None
-    for rows in (scales, shifts):
-        if rows is not None:
-            if type(rows) not in (list, tuple) or len(rows) != len(inputs):
-                return None
-            for r in rows:
-                if r is None:
-                    return None
-    if size is None:
-        shape = x0.shape
-        if len(shape) != 4:
+    shape = x0.shape
+    if len(shape) != 4:
+        return None
+    rows = []
+    for given, fill in ((scales, 1.0), (shifts, 0.0)):
+        if given is None:
+            rows.append(())
+            continue
+        if type(given) not in (list, tuple) or len(given) != len(inputs):
             return None
+        missing = [r is None for r in given]
+        if any(missing):
+            if all(missing):
+                rows.append(())
+                continue
+            # A cached (C,) row stands in for each None entry: the op only
+            # reads it, and its gradient row goes nowhere (it needs none).
+            identity = _cached_full((shape[1],), fill, param_dtype(x0.dtype), x0.device)
+            given = [identity if m else r for r, m in zip(given, missing)]
+        rows.append(given)
+    if size is None:
         # A tuple of ints: the op parses a torch.Size slice about 1 us slower.
         size = (shape[2], shape[3])
     try:
-        return _exchange_lists(inputs, () if scales is None else scales, () if shifts is None else shifts, size,
-                               mode, bool(align_corners) and mode == "bilinear", bool(relu))
+        return _exchange_lists(inputs, rows[0], rows[1], size, mode, bool(align_corners) and mode == "bilinear",
+                               bool(relu))
     except (RuntimeError, TypeError, ValueError, IndexError):
         return None
+
 
 
 def _native(inputs, scales, shifts, size, mode, align_corners, relu):

@@ -141,11 +141,26 @@ def test_build_info_and_backends():
         assert not b["cuda"]
 
 
-def test_identity_affine_made_in_inference_mode_does_not_leak_into_autograd():
-    xs, _, _ = make_case([(6, 4), (3, 2)], affine=False)
+def test_cached_identity_rows_made_in_inference_mode_stay_there():
+    # The wrapper caches identity rows; the full path (Triton, fallbacks)
+    # hands them to ops that save them for backward, which an inference
+    # tensor cannot be.
+    cached = hrnet_fast.ops._cached_full
     with torch.inference_mode():
-        hrnet_fast.exchange(xs, backend="cpu")
+        assert cached((3,), 1.0, torch.float32, torch.device("cpu")).is_inference()
+    assert not cached((3,), 1.0, torch.float32, torch.device("cpu")).is_inference()
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["no-affine", "none-entries"])
+def test_identity_affine_made_in_inference_mode_does_not_leak_into_autograd(partial):
+    # The identity rows (all of them, or those standing in for None entries)
+    # are cached; one made under inference_mode must not be saved for a
+    # backward later.
+    xs, sc, sh = make_case([(6, 4), (3, 2)], affine=partial, partial_affine=partial)
+    with torch.inference_mode():
+        hrnet_fast.exchange(xs, sc, sh, backend="cpu")
     leaves = [x.clone().requires_grad_() for x in xs]
-    y = hrnet_fast.exchange(leaves, backend="cpu")
+    rows = [None if s is None else s.clone().requires_grad_() for s in sc] if partial else None
+    y = hrnet_fast.exchange(leaves, rows, sh, backend="cpu")
     y.sum().backward()
-    assert all(t.grad is not None for t in leaves)
+    assert all(t.grad is not None for t in leaves + [r for r in rows or [] if r is not None])
