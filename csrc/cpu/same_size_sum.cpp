@@ -8,7 +8,9 @@
 // this file's own code is compiled three times.
 #include "cpu/same_size_sum.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+// target_clones needs GCC and an ifunc-capable libc (glibc); elsewhere the
+// one baseline version is built.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define HRNET_FAST_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HRNET_FAST_CLONES
