@@ -47,12 +47,13 @@ def test_half_precision_accumulates_in_float32(dtype, tol, mode, channels_last):
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 @pytest.mark.parametrize("plane", [(8, 6), (5, 3), (1, 1)])
 @pytest.mark.parametrize("relu", [True, False])
-def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu):
-    # All-same-size float32 NCHW runs a loop compiled for several instruction
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu, channels_last):
+    # All-same-size float32 inputs run loops compiled for several instruction
     # sets (csrc/cpu/same_size_sum.cpp). Without fused multiply-adds every
     # clone gives exactly the float32 result of this order of operations:
     # the shifts summed first, then each input's scale * x added in turn.
-    xs, sc, sh = make_case([plane] * count, n=3, c=37)
+    xs, sc, sh = make_case([plane] * count, n=3, c=37, channels_last=channels_last)
     want = torch.zeros(37)
     for b in sh:
         want = want + b

@@ -153,6 +153,12 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
         scalar_t* o = out_p + row * W * C;
         for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
         if (direct) {
+          if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+            if (m >= 1 && m <= 4) {
+              cpu::same_size_sum_rows_f32(o, x.data(), scale.data(), shift_tiled.data(), m, W * C, relu);
+              continue;
+            }
+          }
           cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
           continue;
         }

@@ -53,7 +53,42 @@ __attribute__((always_inline)) inline void sum_planes_act(float* out, const floa
     sum_planes<M, false>(out, x, scale, shift, begin, end, channels, plane);
 }
 
+template <int M, bool Relu>
+__attribute__((always_inline)) inline void sum_row(float* out, const float* const* x, const float* const* scale,
+                                                   const float* shift, int64_t n) {
+  const float* __restrict s[M];
+  const float* __restrict xp[M];
+  for (int k = 0; k < M; ++k) s[k] = scale[k], xp[k] = x[k];
+  float* __restrict o = out;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float v = shift[i];
+    for (int k = 0; k < M; ++k) v += s[k][i] * xp[k][i];
+    if (Relu) v = v < 0.f ? 0.f : v;
+    o[i] = v;
+  }
+}
+
+template <int M>
+__attribute__((always_inline)) inline void sum_row_act(float* out, const float* const* x, const float* const* scale,
+                                                       const float* shift, int64_t n, bool relu) {
+  if (relu)
+    sum_row<M, true>(out, x, scale, shift, n);
+  else
+    sum_row<M, false>(out, x, scale, shift, n);
+}
+
 }  // namespace
+
+HRNET_FAST_CLONES void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale,
+                                              const float* shift, int m, int64_t n, bool relu) {
+  switch (m) {
+    case 1: return sum_row_act<1>(out, x, scale, shift, n, relu);
+    case 2: return sum_row_act<2>(out, x, scale, shift, n, relu);
+    case 3: return sum_row_act<3>(out, x, scale, shift, n, relu);
+    default: return sum_row_act<4>(out, x, scale, shift, n, relu);
+  }
+}
 
 HRNET_FAST_CLONES void same_size_sum_f32(float* out, const float* const* x, const float* const* scale,
                                          const float* shift, int m, int64_t begin, int64_t end, int64_t channels,

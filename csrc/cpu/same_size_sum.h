@@ -14,5 +14,10 @@ namespace cpu {
 void same_size_sum_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
                        int64_t begin, int64_t end, int64_t channels, int64_t plane, bool relu);
 
+// channels_last rows: out[i] = act(shift[i] + sum_k scale[k][i] * x[k][i])
+// for i < n, the scales and shifts tiled along the row (per element).
+void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
+                            int64_t n, bool relu);
+
 }  // namespace cpu
 }  // namespace hrnet_fast
