@@ -21,9 +21,11 @@
 #include <ATen/ops/zeros.h>
 
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_common.h"
+#include "cpu/same_size_sum.h"
 #include "cpu/vec_ops.h"
 #include "exchange.h"
 
@@ -92,9 +94,35 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     smaller.back().group_h = cpu::exact_nearest_factor(h, H, mode);
   }
 
-  // Partial sums: one row of C per partition unit (rows (n, h) for
-  // channels_last, images n for NCHW, where a unit is a plane (n, c)).
-  const int64_t units1 = cl ? N * H : N;
+
+  // Blocked form: when every smaller input is a nearest upsampling by an
+  // exact factor along H (HRNet), a block of F output rows (F the largest
+  // factor) holds all the rows some source rows read. Pass 1 fills the
+  // block's gm in a task-local buffer and the smaller inputs' source rows
+  // are finished from it while it is in cache: gm never goes to memory.
+  int64_t block = 0;
+  if (cl && !smaller.empty()) {
+    block = 1;
+    for (const auto& sm : smaller) {
+      const int f = sm.group_h;
+      if (f == 0) {
+        block = 0;
+        break;
+      }
+      block = std::max<int64_t>(block, f);
+    }
+  }
+  // Partial sums: one row of C per partition unit. NCHW: images n (a task
+  // unit is a plane (n, c)). channels_last: the blocks above, or else runs
+  // of `rows_per_unit` output rows of at least kUnitElements elements.
+  // Units depend on the shapes only, so the sums do not depend on threads.
+  // Per-row partials cost as much memory traffic as the data itself at
+  // HRNet's coarse branches (64 rows x 256 channels x 5 double rows). A
+  // unit sums at most kChunk values per channel in acc_t, as NCHW does.
+  constexpr int64_t kUnitElements = 8192;
+  const int64_t rows_per_unit = std::max<int64_t>(
+      1, std::min((kUnitElements + W * C - 1) / (W * C), cpu::kChunk / W));
+  const int64_t units1 = !cl ? N : block > 0 ? N * (H / block) : (N * H + rows_per_unit - 1) / rows_per_unit;
   std::vector<double> shift_part(units1 * C, 0.0);
   std::vector<std::vector<double>> scale_part(K);
   for (int64_t k = 0; k < K; ++k)
@@ -112,8 +140,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     x_base[j] = xs[same_k[j]].const_data_ptr<scalar_t>();
   }
 
-  // channels_last helpers. Pass 1 for output row `row` (partition unit:
-  // the row): per-channel row sums in acc_t, then into the double partials.
+  // channels_last helpers. Pass 1 for output row `row`: per-channel sums in
+  // acc_t, added to the scratch's until cl_flush moves them to the unit's
+  // double partials.
   struct RowScratch {
     std::vector<acc_t> shift_row, scale_row, acc, part;
     std::vector<scalar_t*> gx;
@@ -130,17 +159,33 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   };
   // gm_row: where the row's gm goes (W * C entries), or null to drop it.
   auto cl_pass1_row = [&](RowScratch& r, int64_t row, scalar_t* gm_row, scalar_t* scratch) {
-    std::fill(r.shift_row.begin(), r.shift_row.end(), acc_t(0));
-    std::fill(r.scale_row.begin(), r.scale_row.end(), acc_t(0));
-    for (int64_t px = 0; px < W; ++px) {
+    bool done = false;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (gm_row == nullptr && m >= 1 && m <= 4) {
+        // gm not wanted (every input same-size): the whole row in one call
+        // of the multi-versioned loop (csrc/cpu/same_size_sum.cpp).
+        const int64_t e = row * W * C;
+        for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
+        cpu::same_size_grad_rows_f32(g_p + e, o_p + e, r.gx.data(), r.x.data(), r.scale.data(),
+                                     r.shift_row.data(), r.parts.data(), m, W, C, relu);
+        done = true;
+      }
+    }
+    for (int64_t px = 0; px < W && !done; ++px) {
       const int64_t e = (row * W + px) * C;
       for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
       cpu::grad_same_any<1>(g_p + e, o_p + e, gm_row ? gm_row + px * C : scratch, r.gx.data(), r.scale.data(),
                             r.x.data(), r.shift_row.data(), r.parts.data(), m, C, relu);
     }
-    for (int64_t c = 0; c < C; ++c) shift_part[row * C + c] = r.shift_row[c];
+  };
+  // The unit's sums (accumulated by cl_pass1_row over its rows) into the
+  // double partials, then cleared for the next unit.
+  auto cl_flush = [&](RowScratch& r, int64_t unit) {
+    for (int64_t c = 0; c < C; ++c) shift_part[unit * C + c] = r.shift_row[c];
     for (int j = 0; j < m; ++j)
-      for (int64_t c = 0; c < C; ++c) scale_part[same_k[j]][row * C + c] = r.scale_row[j * C + c];
+      for (int64_t c = 0; c < C; ++c) scale_part[same_k[j]][unit * C + c] = r.scale_row[j * C + c];
+    std::fill(r.shift_row.begin(), r.shift_row.end(), acc_t(0));
+    std::fill(r.scale_row.begin(), r.scale_row.end(), acc_t(0));
   };
   // The adjoint for source row qh of image n of a smaller input (partition
   // unit: that source row): each source pixel's channel vector sums the
@@ -163,23 +208,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     }
     for (int64_t c = 0; c < C; ++c) scale_part[sm.k][unit * C + c] = r.part[c];
   };
-  // Blocked form: when every smaller input is a nearest upsampling by an
-  // exact factor along H (HRNet), a block of F output rows (F the largest
-  // factor) holds all the rows some source rows read. Pass 1 fills the
-  // block's gm in a task-local buffer and the smaller inputs' source rows
-  // are finished from it while it is in cache: gm never goes to memory.
-  int64_t block = 0;
-  if (cl && !smaller.empty()) {
-    block = 1;
-    for (const auto& sm : smaller) {
-      const int f = sm.group_h;
-      if (f == 0) {
-        block = 0;
-        break;
-      }
-      block = std::max<int64_t>(block, f);
-    }
-  }
   for (const auto& sm : smaller)
     if (cl) scale_part[sm.k].assign(N * sm.h * C, 0.0);
 
@@ -192,6 +220,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         const int64_t n = unit / blocks, first = (unit % blocks) * block;
         for (int64_t i = 0; i < block; ++i)
           cl_pass1_row(r, n * H + first + i, gm_block.data() + i * W * C, nullptr);
+        cl_flush(r, unit);
         for (const auto& sm : smaller) {
           const int64_t f = H / sm.h;
           for (int64_t qh = first / f; qh < (first + block) / f; ++qh)
@@ -205,12 +234,16 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const bool materialise = relu && any_smaller;
     at::Tensor gm_t = materialise ? at::empty_like(g) : g;
     scalar_t* gm_w = materialise ? gm_t.mutable_data_ptr<scalar_t>() : nullptr;
-    // Unit = output row (n, h).
-    at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
+    // Unit = a run of rows_per_unit output rows (n, h), flattened.
+    at::parallel_for(0, units1, grain_for(rows_per_unit * W * C), [&](int64_t begin, int64_t end) {
       RowScratch r = make_scratch();
       std::vector<scalar_t> scratch(C);
-      for (int64_t row = begin; row < end; ++row)
-        cl_pass1_row(r, row, gm_w ? gm_w + row * W * C : nullptr, scratch.data());
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t last = std::min(N * H, (unit + 1) * rows_per_unit);
+        for (int64_t row = unit * rows_per_unit; row < last; ++row)
+          cl_pass1_row(r, row, gm_w ? gm_w + row * W * C : nullptr, scratch.data());
+        cl_flush(r, unit);
+      }
     });
     // Pass 2: the adjoint of each smaller input's interpolation, as a gather
     // over the materialised gm.

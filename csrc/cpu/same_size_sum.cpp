@@ -78,7 +78,58 @@ __attribute__((always_inline)) inline void sum_row_act(float* out, const float* 
     sum_row<M, false>(out, x, scale, shift, n);
 }
 
+template <int M, bool Relu>
+__attribute__((always_inline)) inline void grad_row(const float* grad, const float* out, float* const* gx,
+                                                    const float* const* x, const float* const* scale,
+                                                    float* shift_acc, float* const* scale_acc, int64_t width,
+                                                    int64_t channels) {
+  const float* __restrict s[M];
+  float* __restrict a[M];
+  for (int k = 0; k < M; ++k) s[k] = scale[k], a[k] = scale_acc[k];
+  float* __restrict t = shift_acc;
+  for (int64_t px = 0; px < width; ++px) {
+    const int64_t e = px * channels;
+    const float* __restrict g = grad + e;
+    const float* __restrict o = out + e;
+    float* __restrict d[M];
+    const float* __restrict xp[M];
+    for (int k = 0; k < M; ++k) d[k] = gx[k] + e, xp[k] = x[k] + e;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      const float gm = Relu && o[c] <= 0.f ? 0.f : g[c];  // threshold_backward: NaN passes
+      t[c] += gm;
+      for (int k = 0; k < M; ++k) {
+        d[k][c] = s[k][c] * gm;
+        a[k][c] += gm * xp[k][c];
+      }
+    }
+  }
+}
+
+template <int M>
+__attribute__((always_inline)) inline void grad_row_act(const float* grad, const float* out, float* const* gx,
+                                                        const float* const* x, const float* const* scale,
+                                                        float* shift_acc, float* const* scale_acc, int64_t width,
+                                                        int64_t channels, bool relu) {
+  if (relu)
+    grad_row<M, true>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels);
+  else
+    grad_row<M, false>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels);
+}
+
 }  // namespace
+
+HRNET_FAST_CLONES void same_size_grad_rows_f32(const float* grad, const float* out, float* const* gx,
+                                               const float* const* x, const float* const* scale, float* shift_acc,
+                                               float* const* scale_acc, int m, int64_t width, int64_t channels,
+                                               bool relu) {
+  switch (m) {
+    case 1: return grad_row_act<1>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
+    case 2: return grad_row_act<2>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
+    case 3: return grad_row_act<3>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
+    default: return grad_row_act<4>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
+  }
+}
 
 HRNET_FAST_CLONES void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale,
                                               const float* shift, int m, int64_t n, bool relu) {

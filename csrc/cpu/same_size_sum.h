@@ -19,5 +19,14 @@ void same_size_sum_f32(float* out, const float* const* x, const float* const* sc
 void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
                             int64_t n, bool relu);
 
+// Backward of a channels_last row of `width` pixels x `channels` when every
+// input has the output's size: gm = grad masked by the ReLU (out <= 0), and
+// for each input k: gx[k] = scale[k][c] * gm, scale_acc[k][c] += gm * x[k],
+// shift_acc[c] += gm, pixels in order. The same arithmetic as
+// cpu::grad_same<M, 1>, without storing gm.
+void same_size_grad_rows_f32(const float* grad, const float* out, float* const* gx, const float* const* x,
+                             const float* const* scale, float* shift_acc, float* const* scale_acc, int m,
+                             int64_t width, int64_t channels, bool relu);
+
 }  // namespace cpu
 }  // namespace hrnet_fast
