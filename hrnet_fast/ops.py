@@ -393,7 +393,6 @@ def _list_rows(given, count: int, fill: float, x0: Tensor):
     return [identity if r is None else r for r in given]
 
 
-
 def _native(inputs, scales, shifts, size, mode, align_corners, relu):
     return torch.ops.hrnet_fast.exchange(inputs, scales, shifts, size, mode, align_corners, relu)
 
