@@ -269,9 +269,15 @@ def test_past_2_31_elements():
         pytest.skip("needs 40 GiB of free GPU memory")
     n, c, h, w = 2, 64, 4096, 4104  # 2.15e9 elements
     assert n * c * h * w > 2**31
+    g = torch.Generator(device=DEV).manual_seed(0)
     for channels_last in (False, True):
-        xs, scales, shifts = make_case([(h, w), (h // 2, w // 2)], n=n, c=c, dtype=torch.bfloat16,
-                                       channels_last=channels_last)
+        # Drawn on the GPU in their layout: make_case's CPU generator would
+        # spend minutes on 2^31 values (and 8 GiB of host memory) per tensor.
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        xs = [torch.empty(n, c, hh, ww, device=DEV, dtype=torch.bfloat16, memory_format=fmt).normal_(generator=g)
+              for hh, ww in ((h, w), (h // 2, w // 2))]
+        scales = [torch.rand(c, device=DEV, generator=g) + 0.5 for _ in xs]
+        shifts = [torch.randn(c, device=DEV, generator=g) * 0.5 for _ in xs]
         grad = torch.ones(n, c, h, w, device=DEV, dtype=torch.bfloat16)
         y, grads = run("cuda", xs, scales, shifts, (h, w), "bilinear", False, False, grad)
         tail = slice(c - 2, c)
