@@ -126,6 +126,20 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   const bool nearest = mode == Mode::Nearest;
 
+  if (fmt == at::MemoryFormat::ChannelsLast && direct && m >= 1 && m <= 4) {
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      // Every input same-size: blocks of 16 channels whose scales stay in
+      // registers across the pixels (csrc/cpu/same_size_sum.cpp).
+      at::parallel_for(0, N * H * W, grain_for(C), [&](int64_t begin, int64_t end) {
+        const float* scale[4];
+        const float* x[4];
+        for (int j = 0; j < m; ++j) scale[j] = same[j]->scale, x[j] = same[j]->data;
+        cpu::same_size_sum_cl_f32(out_p, x, scale, shift_sum.data(), m, begin, end, C, relu);
+      });
+      return out;
+    }
+  }
+
   if (fmt == at::MemoryFormat::ChannelsLast) {
     // One task = output rows (n, h); the inner loops run over contiguous
     // channel vectors, or whole rows of W * C. A bilinear smaller input is
@@ -153,12 +167,6 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
         scalar_t* o = out_p + row * W * C;
         for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
         if (direct) {
-          if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-            if (m >= 1 && m <= 4) {
-              cpu::same_size_sum_rows_f32(o, x.data(), scale.data(), shift_tiled.data(), m, W * C, relu);
-              continue;
-            }
-          }
           cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
           continue;
         }

@@ -1,8 +1,8 @@
 // Why a file of its own: the extension is built for baseline x86-64, whose
-// 4-wide SSE loops run this in-cache sum over 8x6 planes at about half the
+// 4-wide SSE loops ran these in-cache sums over 8x6 planes at about half the
 // rate of ATen's own (runtime-dispatched) kernels. GCC's target_clones
-// compiles the one function below for AVX-512, AVX2 and the baseline and
-// picks one when the library loads (an ifunc). Target attributes, unlike
+// compiles each exported function below for AVX-512, AVX2 and the baseline
+// and picks one when the library loads (an ifunc). Target attributes, unlike
 // per-file -mavx2 flags, cannot leak wide instructions into inline code
 // shared with the rest of the extension. No torch headers here: nothing but
 // this file's own code is compiled three times.
@@ -53,29 +53,51 @@ __attribute__((always_inline)) inline void sum_planes_act(float* out, const floa
     sum_planes<M, false>(out, x, scale, shift, begin, end, channels, plane);
 }
 
-template <int M, bool Relu>
-__attribute__((always_inline)) inline void sum_row(float* out, const float* const* x, const float* const* scale,
-                                                   const float* shift, int64_t n) {
-  const float* __restrict s[M];
-  const float* __restrict xp[M];
-  for (int k = 0; k < M; ++k) s[k] = scale[k], xp[k] = x[k];
-  float* __restrict o = out;
+// One block of B channels from c0, over pixels [begin, end): the block's
+// scales and shift are loaded once, outside the pixel loop.
+template <int M, bool Relu, int B>
+__attribute__((always_inline)) inline void sum_block_cl(float* out, const float* const* x, const float* const* scale,
+                                                        const float* shift, int64_t begin, int64_t end,
+                                                        int64_t channels, int64_t c0) {
+  float s[M][B], b[B];
+  for (int i = 0; i < B; ++i) {
+    b[i] = shift[c0 + i];
+    for (int k = 0; k < M; ++k) s[k][i] = scale[k][c0 + i];
+  }
+  for (int64_t p = begin; p < end; ++p) {
+    const int64_t e = p * channels + c0;
+    float* __restrict o = out + e;
+    const float* __restrict xp[M];
+    for (int k = 0; k < M; ++k) xp[k] = x[k] + e;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float v = shift[i];
-    for (int k = 0; k < M; ++k) v += s[k][i] * xp[k][i];
-    if (Relu) v = v < 0.f ? 0.f : v;
-    o[i] = v;
+    for (int i = 0; i < B; ++i) {
+      float v = b[i];
+      for (int k = 0; k < M; ++k) v += s[k][i] * xp[k][i];
+      if (Relu) v = v < 0.f ? 0.f : v;
+      o[i] = v;
+    }
   }
 }
 
+template <int M, bool Relu>
+__attribute__((always_inline)) inline void sum_pixels_cl(float* out, const float* const* x, const float* const* scale,
+                                                         const float* shift, int64_t begin, int64_t end,
+                                                         int64_t channels) {
+  constexpr int B = 16;
+  int64_t c0 = 0;
+  for (; c0 + B <= channels; c0 += B) sum_block_cl<M, Relu, B>(out, x, scale, shift, begin, end, channels, c0);
+  for (; c0 < channels; ++c0) sum_block_cl<M, Relu, 1>(out, x, scale, shift, begin, end, channels, c0);
+}
+
 template <int M>
-__attribute__((always_inline)) inline void sum_row_act(float* out, const float* const* x, const float* const* scale,
-                                                       const float* shift, int64_t n, bool relu) {
+__attribute__((always_inline)) inline void sum_pixels_cl_act(float* out, const float* const* x,
+                                                             const float* const* scale, const float* shift,
+                                                             int64_t begin, int64_t end, int64_t channels,
+                                                             bool relu) {
   if (relu)
-    sum_row<M, true>(out, x, scale, shift, n);
+    sum_pixels_cl<M, true>(out, x, scale, shift, begin, end, channels);
   else
-    sum_row<M, false>(out, x, scale, shift, n);
+    sum_pixels_cl<M, false>(out, x, scale, shift, begin, end, channels);
 }
 
 template <int M, bool Relu>
@@ -119,6 +141,17 @@ __attribute__((always_inline)) inline void grad_row_act(const float* grad, const
 
 }  // namespace
 
+HRNET_FAST_CLONES void same_size_sum_cl_f32(float* out, const float* const* x, const float* const* scale,
+                                            const float* shift, int m, int64_t begin, int64_t end, int64_t channels,
+                                            bool relu) {
+  switch (m) {
+    case 1: return sum_pixels_cl_act<1>(out, x, scale, shift, begin, end, channels, relu);
+    case 2: return sum_pixels_cl_act<2>(out, x, scale, shift, begin, end, channels, relu);
+    case 3: return sum_pixels_cl_act<3>(out, x, scale, shift, begin, end, channels, relu);
+    default: return sum_pixels_cl_act<4>(out, x, scale, shift, begin, end, channels, relu);
+  }
+}
+
 HRNET_FAST_CLONES void same_size_grad_rows_f32(const float* grad, const float* out, float* const* gx,
                                                const float* const* x, const float* const* scale, float* shift_acc,
                                                float* const* scale_acc, int m, int64_t width, int64_t channels,
@@ -128,16 +161,6 @@ HRNET_FAST_CLONES void same_size_grad_rows_f32(const float* grad, const float* o
     case 2: return grad_row_act<2>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
     case 3: return grad_row_act<3>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
     default: return grad_row_act<4>(grad, out, gx, x, scale, shift_acc, scale_acc, width, channels, relu);
-  }
-}
-
-HRNET_FAST_CLONES void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale,
-                                              const float* shift, int m, int64_t n, bool relu) {
-  switch (m) {
-    case 1: return sum_row_act<1>(out, x, scale, shift, n, relu);
-    case 2: return sum_row_act<2>(out, x, scale, shift, n, relu);
-    case 3: return sum_row_act<3>(out, x, scale, shift, n, relu);
-    default: return sum_row_act<4>(out, x, scale, shift, n, relu);
   }
 }
 

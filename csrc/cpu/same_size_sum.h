@@ -14,10 +14,11 @@ namespace cpu {
 void same_size_sum_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
                        int64_t begin, int64_t end, int64_t channels, int64_t plane, bool relu);
 
-// channels_last rows: out[i] = act(shift[i] + sum_k scale[k][i] * x[k][i])
-// for i < n, the scales and shifts tiled along the row (per element).
-void same_size_sum_rows_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
-                            int64_t n, bool relu);
+// channels_last pixels p in [begin, end) of `channels` values each:
+// out[p][c] = act(shift[c] + sum_k scale[k][c] * x[k][p][c]), in blocks of
+// 16 channels whose scales stay in registers across the pixels.
+void same_size_sum_cl_f32(float* out, const float* const* x, const float* const* scale, const float* shift, int m,
+                          int64_t begin, int64_t end, int64_t channels, bool relu);
 
 // Backward of a channels_last row of `width` pixels x `channels` when every
 // input has the output's size: gm = grad masked by the ReLU (out <= 0), and
