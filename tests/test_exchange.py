@@ -48,13 +48,14 @@ def test_half_precision_accumulates_in_float32(dtype, tol, mode, channels_last):
 @pytest.mark.parametrize("plane", [(8, 6), (5, 3), (1, 1)])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu, channels_last):
+@pytest.mark.parametrize("channels", [37, 48])  # channels_last: 16-channel blocks, or the row loop
+def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu, channels_last, channels):
     # All-same-size float32 inputs run loops compiled for several instruction
     # sets (csrc/cpu/same_size_sum.cpp). Without fused multiply-adds every
     # clone gives exactly the float32 result of this order of operations:
     # the shifts summed first, then each input's scale * x added in turn.
-    xs, sc, sh = make_case([plane] * count, n=3, c=37, channels_last=channels_last)
-    want = torch.zeros(37)
+    xs, sc, sh = make_case([plane] * count, n=3, c=channels, channels_last=channels_last)
+    want = torch.zeros(channels)
     for b in sh:
         want = want + b
     want = want.view(1, -1, 1, 1).expand_as(xs[0])

@@ -126,10 +126,12 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   const bool nearest = mode == Mode::Nearest;
 
-  if (fmt == at::MemoryFormat::ChannelsLast && direct && m >= 1 && m <= 4) {
+  if (fmt == at::MemoryFormat::ChannelsLast && direct && m >= 1 && m <= 4 && C % 16 == 0) {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
       // Every input same-size: blocks of 16 channels whose scales stay in
-      // registers across the pixels (csrc/cpu/same_size_sum.cpp).
+      // registers across the pixels (csrc/cpu/same_size_sum.cpp). Other
+      // channel counts (HRNet-W18's 18 and 36) would stream the pixels once
+      // more for each leftover channel: they take the row loop below.
       at::parallel_for(0, N * H * W, grain_for(C), [&](int64_t begin, int64_t end) {
         const float* scale[4];
         const float* x[4];
