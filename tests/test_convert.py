@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import hrnet_fast
-from test_convert_common import (assert_close_lists, assert_same_state, eval_matches, loss_of, pair,
+from test_convert_common import (assert_same_state, eval_matches, grad_modes_agree, loss_of, pair,
                                  randomize_bn, record_outputs, train_step_matches)
 
 timm = pytest.importorskip("timm")
@@ -153,20 +153,7 @@ def test_non_divisible_size_fails_like_unconverted():
 
 def test_no_grad_and_inference_mode():
     ref, fused = pair(timm_features("hrnet_w18_small"))
-    ref.eval()
-    fused.eval()
-    x = torch.randn(X, dtype=torch.float64)
-    with torch.no_grad():
-        expect = ref(x)
-    with torch.inference_mode():
-        got = fused(x)
-    assert_close_lists(expect, got)
-    with torch.no_grad():  # cached folds made in inference mode must not leak out
-        assert_close_lists(expect, fused(x))
-    xg = x.clone().requires_grad_()
-    out = fused(xg)
-    loss_of(out).backward()
-    assert xg.grad is not None
+    grad_modes_agree(ref, fused, torch.randn(X, dtype=torch.float64))
 
 
 def _close_scaled(got, want, tol):

@@ -131,3 +131,21 @@ def record_outputs(modules: dict) -> dict:
     for name, module in modules.items():
         module.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
     return seen
+
+
+def grad_modes_agree(ref: nn.Module, fused: nn.Module, x: torch.Tensor) -> None:
+    """In eval, `fused` matches `ref` under inference_mode, then no_grad,
+    then still runs a backward: anything it caches (BN folds, stacked
+    weights) made in one mode must not leak into the next (an inference
+    tensor cannot be saved for backward)."""
+    ref.eval()
+    fused.eval()
+    with torch.no_grad():
+        expect = ref(x)
+    with torch.inference_mode():
+        assert_close_lists(expect, fused(x))
+    with torch.no_grad():
+        assert_close_lists(expect, fused(x))
+    xg = x.clone().requires_grad_()
+    loss_of(fused(xg)).backward()
+    assert xg.grad is not None
