@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 import hrnet_fast
 import hrnet_fast.modules as fused_modules
+from bandwidth import copy_bandwidth  # benchmarks/, this script's own folder
 from hrnet_fast.bench.config import parse_size
 from hrnet_fast.bench.models import randomize_batchnorm
 from hrnet_fast.bench.runner import device_name
@@ -113,22 +114,18 @@ def kernel_work(call: Dict[str, Any]) -> Dict[str, float]:
 
 
 def ceilings(device: str, dtype: torch.dtype) -> Dict[str, float]:
-    """Measured copy bandwidth (read + write) and dense matmul rate."""
+    """Measured copy bandwidth (read + write, benchmarks/bandwidth.py) and
+    dense matmul rate."""
     if device != "cuda":
         return {}
     from triton.testing import do_bench
 
-    def median_ms(make_args, fn) -> float:
-        args = make_args()  # freed on return, before the benchmark's own tensors
-        return float(do_bench(lambda: fn(*args), warmup=10, rep=100, return_mode="median"))
-
-    gib, n = 2**30, 8192
-    copy_ms = median_ms(lambda: (torch.empty(gib, dtype=torch.uint8, device=device).random_(0, 255),
-                                 torch.empty(gib, dtype=torch.uint8, device=device)),
-                        lambda src, dst: dst.copy_(src))
-    mm_ms = median_ms(lambda: (torch.randn(n, n, device=device, dtype=dtype),
-                               torch.randn(n, n, device=device, dtype=dtype)), torch.matmul)
-    return {"copy_gbps": 2 * gib / (copy_ms * 1e-3) / 1e9, "matmul_tflops": 2 * n**3 / (mm_ms * 1e-3) / 1e12}
+    copy_gbps = copy_bandwidth(device, gib=1.0)["gbps_read_plus_write"]
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    mm_ms = float(do_bench(lambda: a @ b, warmup=10, rep=100, return_mode="median"))
+    return {"copy_gbps": copy_gbps, "matmul_tflops": 2 * n**3 / (mm_ms * 1e-3) / 1e12}
 
 
 def measure(fn: Callable[[], Any], device: str) -> float:
