@@ -1,45 +1,67 @@
-// Declarations shared by the op registration and the backend kernels.
+// Declarations shared by the op registration (ops.cpp), the argument rules
+// (checks.cpp), the autograd kernel and the backend kernels.
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
+#include <c10/core/SymInt.h>
 #include <c10/util/ArrayRef.h>
-#include <c10/util/string_view.h>
 
+#include <optional>
 #include <string_view>
-#include <tuple>
 #include <vector>
 
 #include "interp.h"
 
 namespace hrnet_fast {
 
-// The op (schema in ops.cpp):
+// The op (schemas in ops.cpp):
 //   y = act( sum_k interp(inputs[k] * scales[k] + shifts[k], size) )
-// scales and shifts are dense (K, C); identity entries are ones / zeros,
-// filled in by the Python wrapper or by exchange_lists (exchange_lists.cpp),
-// which takes one (C,) tensor per input.
+// scales and shifts are per input: an empty list is the identity for every
+// input, otherwise one entry per input, each None (the identity) or a (C,)
+// tensor. No identity rows are ever built: a kernel reads a null row as
+// scale 1 / shift 0.
 using TensorList = c10::ArrayRef<at::Tensor>;
+using OptionalTensors = c10::List<std::optional<at::Tensor>>;
 
-// Parses the schema's mode string; throws for anything else.
+// Parses the schema's mode string; throws ValueError for anything else.
 Mode parse_mode(std::string_view mode);
 
-// Argument checks every backend runs before launching (the Python wrapper
-// checks the same with friendlier messages; these guard direct op calls):
-// the inputs against each other and the output size, then the dense rows.
-void check_exchange_inputs(TensorList inputs, c10::IntArrayRef size);
-void check_exchange_args(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
-                         c10::IntArrayRef size);
-
-// The CPU forward on one (C,) scale and shift row per input, read in place
-// (empty lists: the identity). For exchange_lists' plain CPU calls, which
-// would otherwise build dense rows and dispatch once more. The rows must be
-// contiguous, on the CPU, in the affine dtype (float64 for float64 inputs,
-// else float32) and checked (shape, count) by the caller.
-at::Tensor exchange_cpu_lists(TensorList inputs, TensorList scales, TensorList shifts, c10::IntArrayRef size,
-                              c10::string_view mode, bool align_corners, bool relu);
+// The op's argument rules, stated once (checks.cpp) and run by every way
+// into the op: the CPU and CUDA kernels, the fake kernels (through the
+// exchange_check op) and the public wrapper's other backends (the same op).
+// ValueError for wrong values, TypeError for wrong dtypes. Sizes are
+// SymInts so the rules also hold while tracing with symbolic shapes.
+void check_exchange(TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
+                    c10::SymIntArrayRef size, std::string_view mode);
+// Conv terms (a_m, w_m, b_m) of the Triton backend's one-pass kernel and of
+// the conv lowering: each lands on `size` after a stride-2 3x3 conv.
+void check_conv_terms(TensorList inputs, TensorList conv_inputs, TensorList conv_weights,
+                      const OptionalTensors& conv_biases, c10::SymIntArrayRef size);
+void check_exchange_backward(const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs,
+                             const OptionalTensors& scales, std::string_view mode);
 
 // Memory format of an output (or gradient) that follows tensor `first`:
-// channels_last when `first` is unambiguously channels_last.
+// channels_last when `first` is unambiguously channels_last. The same rule
+// as hrnet_fast/_library.py's fake kernels, so real and fake strides agree.
 at::MemoryFormat output_format(const at::Tensor& first);
+
+// Per-input affine rows as a kernel reads them: a pointer to C contiguous
+// values of `dtype` for each given row, nullptr for an absent one (the
+// identity). Rows already in `dtype`, contiguous and aligned to `align`
+// bytes are read where they are; others are converted once and kept alive
+// here.
+struct AffineRows {
+  std::vector<const void*> ptr;
+  std::vector<at::Tensor> keep;
+  bool any = false;  // some row is given
+};
+AffineRows affine_rows(const OptionalTensors& rows, size_t count, at::ScalarType dtype, size_t align = 1);
+
+// The accumulation dtype of the affine rows and of the reductions: float64
+// for float64 inputs, else float32.
+inline at::ScalarType affine_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 }  // namespace hrnet_fast

@@ -1,82 +1,64 @@
 // Op schemas of the hrnet_fast library and the Python module hrnet_fast._C.
-// Backends register kernels for these schemas under their dispatch keys
-// (cpu/exchange_cpu.cpp, cuda/exchange_cuda.cpp; exchange_lists.cpp once for
-// every backend), autograd under the
-// Autograd key (autograd/exchange_autograd.cpp); fake kernels are registered
-// from Python (hrnet_fast/ops.py).
+//
+// One contract per backend family. The C++ family (this extension) is
+//   exchange           the forward, per-input optional affines
+//   exchange_backward  its gradients; not differentiable again (raises)
+//   exchange_check     the argument rules (checks.cpp) as an op, so the fake
+//                      kernels and the Python backends run the same rules
+// with kernels under CPU / CUDA (cpu/, cuda/), autograd under Autograd
+// (autograd/exchange_autograd.cpp) and fakes from Python
+// (hrnet_fast/_library.py). The Triton family registers its own pair from
+// Python with the same argument conventions.
 #include <Python.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include "exchange.h"
 
 namespace hrnet_fast {
+namespace {
 
-Mode parse_mode(std::string_view mode) {
-  if (mode == "nearest") return Mode::Nearest;
-  if (mode == "bilinear") return Mode::Bilinear;
-  TORCH_CHECK_VALUE(false, "hrnet_fast.exchange: mode must be 'nearest' or 'bilinear', got '", mode, "'");
+// Reads only metadata, so it runs unchanged on real, meta and fake tensors
+// and under symbolic shapes, and (registered CompositeImplicitAutograd)
+// dispatches nothing below it.
+void exchange_check(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
+                    at::TensorList conv_inputs, at::TensorList conv_weights, const OptionalTensors& conv_biases,
+                    c10::SymIntArrayRef size, c10::string_view mode) {
+  check_exchange(inputs, scales, shifts, size, std::string_view(mode.data(), mode.size()));
+  if (!conv_inputs.empty() || !conv_weights.empty() || !conv_biases.empty())
+    check_conv_terms(inputs, conv_inputs, conv_weights, conv_biases, size);
 }
 
-void check_exchange_inputs(TensorList inputs, c10::IntArrayRef size) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hrnet_fast.exchange: needs at least one input");
-  TORCH_CHECK_VALUE(size.size() == 2 && size[0] > 0 && size[1] > 0,
-                    "hrnet_fast.exchange: size must be two positive ints, got ", size);
-  const auto& x0 = inputs[0];
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    const auto& x = inputs[k];
-    TORCH_CHECK_VALUE(x.dim() == 4, "hrnet_fast.exchange: inputs[", k, "] must be 4-D (N, C, H, W), got ",
-                      x.dim(), "-D");
-    TORCH_CHECK_VALUE(x.size(0) == x0.size(0) && x.size(1) == x0.size(1),
-                      "hrnet_fast.exchange: inputs[", k, "] has N, C = ", x.size(0), ", ", x.size(1),
-                      " but inputs[0] has ", x0.size(0), ", ", x0.size(1));
-    TORCH_CHECK_VALUE(x.scalar_type() == x0.scalar_type(), "hrnet_fast.exchange: inputs[", k, "] is ",
-                      x.scalar_type(), " but inputs[0] is ", x0.scalar_type());
-    TORCH_CHECK_VALUE(x.device() == x0.device(), "hrnet_fast.exchange: inputs[", k, "] is on ", x.device(),
-                      " but inputs[0] is on ", x0.device());
-    TORCH_CHECK_VALUE(x.size(2) >= 1 && x.size(3) >= 1 && x.size(2) <= size[0] && x.size(3) <= size[1],
-                      "hrnet_fast.exchange: inputs[", k, "] is ", x.size(2), "x", x.size(3),
-                      ", which does not fit in the output size ", size[0], "x", size[1]);
-  }
-}
-
-void check_exchange_args(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
-                         c10::IntArrayRef size) {
-  check_exchange_inputs(inputs, size);
-  const auto& x0 = inputs[0];
-  const auto K = static_cast<int64_t>(inputs.size());
-  for (const auto* t : {&scales, &shifts}) {
-    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == K && t->size(1) == x0.size(1),
-                      "hrnet_fast.exchange: scales and shifts must be (", K, ", ", x0.size(1), "), got ",
-                      t->sizes());
-    TORCH_CHECK_VALUE(t->device() == x0.device(), "hrnet_fast.exchange: scales/shifts are on ", t->device(),
-                      " but the inputs are on ", x0.device());
-  }
-}
-
-at::MemoryFormat output_format(const at::Tensor& first) {
-  // The same rule as hrnet_fast/ops.py's fake kernels, so real and fake
-  // outputs agree on strides: channels_last only when unambiguous.
-  return first.is_contiguous(at::MemoryFormat::ChannelsLast) && !first.is_contiguous()
-             ? at::MemoryFormat::ChannelsLast
-             : at::MemoryFormat::Contiguous;
-}
-
+}  // namespace
 }  // namespace hrnet_fast
 
 TORCH_LIBRARY(hrnet_fast, m) {
+  // scales / shifts: [] for the identity, else one entry per input, each
+  // None (the identity) or a (C,) tensor.
   m.def(
-      "exchange(Tensor[] inputs, Tensor scales, Tensor shifts, SymInt[2] size, str mode, bool align_corners, "
+      "exchange(Tensor[] inputs, Tensor?[] scales, Tensor?[] shifts, SymInt[2] size, str mode, bool align_corners, "
       "bool relu) -> Tensor");
-  // The same with one (C,) scale and shift tensor per input, or empty lists
-  // for the identity (exchange_lists.cpp): the Python wrapper's fast path.
+  // Gradients of every input, the (K, C) gradient of the scales (rows of
+  // absent scales are zero) and the (C,) gradient shared by every shift, in
+  // the accumulation dtype (float64 for float64 inputs, else float32).
+  // `out` is the saved forward output: its sign is the ReLU mask.
   m.def(
-      "exchange_lists(Tensor[] inputs, Tensor[] scales, Tensor[] shifts, SymInt[2] size, str mode, "
-      "bool align_corners, bool relu) -> Tensor");
-  // Gradients of every input, of scales and of shifts. `out` is the saved
-  // forward output: its sign is the ReLU mask.
-  m.def(
-      "exchange_backward(Tensor grad_out, Tensor out, Tensor[] inputs, Tensor scales, str mode, "
+      "exchange_backward(Tensor grad_out, Tensor out, Tensor[] inputs, Tensor?[] scales, str mode, "
       "bool align_corners, bool relu) -> (Tensor[], Tensor, Tensor)");
+  m.def(
+      "exchange_check(Tensor[] inputs, Tensor?[] scales, Tensor?[] shifts, Tensor[] conv_inputs, "
+      "Tensor[] conv_weights, Tensor?[] conv_biases, SymInt[2] size, str mode) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(hrnet_fast, CompositeImplicitAutograd, m) {
+  m.impl("exchange_check", &hrnet_fast::exchange_check);
+}
+
+// Double backward is not implemented: a graph built with create_graph=True
+// raises when differentiated through the backward, instead of silently
+// treating it as a constant.
+TORCH_LIBRARY_IMPL(hrnet_fast, Autograd, m) {
+  m.impl("exchange_backward", torch::autograd::autogradNotImplementedFallback());
 }
 
 #ifndef HRNET_FAST_WITH_CUDA

@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ops as _ops
+from .backend import conv_terms_in_kernel
 from .layers import has_hooks, uses_batch_stats
 from .ops import exchange
 from .pointwise import conv1x1
@@ -357,8 +357,7 @@ class FusedExchange(nn.Module):
         key = (self.backend, device)
         hit = self._conv_ok.get(key)
         if hit is None:
-            name = _ops.resolve_backend(self.backend, device)
-            hit = name == "reference" or name in _ops._CONV_KERNELS
+            hit = conv_terms_in_kernel(self.backend, device.type)
             if not torch.compiler.is_compiling():
                 self._conv_ok[key] = hit
         return hit

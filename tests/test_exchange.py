@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import hrnet_fast
+import hrnet_fast.backend
+from hrnet_fast.contract import make_call
 from exchange_cases import MODES, SHAPES, make_case, rel_err
 
 pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
@@ -122,7 +124,7 @@ def test_nan_propagates_like_reference():
 def test_auto_picks_cpu_for_cpu_tensors():
     xs, sc, sh = make_case([(6, 4), (3, 2)], dtype=torch.float64)
     torch.testing.assert_close(hrnet_fast.exchange(xs, sc, sh), hrnet_fast.exchange(xs, sc, sh, backend="cpu"))
-    assert hrnet_fast.ops.resolve_backend("auto", torch.device("cpu")) == "cpu"
+    assert hrnet_fast.backend.choose("auto", make_call(xs)).name == "cpu"
 
 
 def test_reference_backend_is_the_reference():
@@ -143,21 +145,10 @@ def test_build_info_and_backends():
         assert not b["cuda"]
 
 
-def test_cached_identity_rows_made_in_inference_mode_stay_there():
-    # The wrapper caches identity rows; the full path (Triton, fallbacks)
-    # hands them to ops that save them for backward, which an inference
-    # tensor cannot be.
-    cached = hrnet_fast.ops._cached_full
-    with torch.inference_mode():
-        assert cached((3,), 1.0, torch.float32, torch.device("cpu")).is_inference()
-    assert not cached((3,), 1.0, torch.float32, torch.device("cpu")).is_inference()
-
-
 @pytest.mark.parametrize("partial", [False, True], ids=["no-affine", "none-entries"])
 def test_identity_affine_made_in_inference_mode_does_not_leak_into_autograd(partial):
-    # The identity rows (all of them, or those standing in for None entries)
-    # are cached; one made under inference_mode must not be saved for a
-    # backward later.
+    # Nothing made for a call under inference_mode (identity rows, cached
+    # choices) may be saved for a backward later.
     xs, sc, sh = make_case([(6, 4), (3, 2)], affine=partial, partial_affine=partial)
     with torch.inference_mode():
         hrnet_fast.exchange(xs, sc, sh, backend="cpu")

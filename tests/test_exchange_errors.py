@@ -19,7 +19,11 @@ def _x(*shape, **kw):
     (([_x(1, 2, 4, 4), _x(1, 2, 2, 2, dtype=torch.float64)],), {}, ValueError, "float64"),
     (([_x(1, 2, 4, 4), _x(1, 2, 8, 8)],), {}, ValueError, "larger than the output size"),
     (([_x(1, 2, 4, 4)],), {"size": (2, 2)}, ValueError, "larger than the output size"),
-    (([_x(1, 2, 4, 4)],), {"size": (4,)}, ValueError, "size"),
+    (([_x(1, 2, 4, 4)],), {"size": (4,)}, TypeError, "size must be None or"),
+    (([_x(1, 2, 4, 4)],), {"size": (4.0, 4)}, TypeError, "size must be None or"),
+    (([_x(1, 2, 4, 4)], [torch.ones(2, dtype=torch.int64)]), {}, TypeError, r"scales\[0\] must be floating point"),
+    (([_x(1, 2, 4, 4), _x(1, 2, 2, 2, device="meta")],), {}, ValueError, r"is on meta but inputs\[0\] is on cpu"),
+    (([_x(1, 2, 4, 4)], [torch.ones(2, device="meta")]), {}, ValueError, r"scales\[0\] is on meta"),
     (([_x(1, 2, 4, 4)],), {"mode": "bicubic"}, ValueError, "mode"),
     (([_x(1, 2, 4, 4)], [torch.ones(3)]), {}, ValueError, r"scales\[0\] must have shape \(2,\)"),
     (([_x(1, 2, 4, 4)], [torch.ones(2), None]), {}, ValueError, "2 entries for 1 inputs"),
@@ -71,9 +75,16 @@ def test_direct_op_call_is_checked_in_cpp():
     if not hrnet_fast.backends()["cpu"]:
         pytest.skip("C++ extension not built")
     x = _x(1, 2, 4, 4)
-    with pytest.raises(ValueError, match="scales and shifts must be"):
-        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 3), torch.zeros(1, 3), [4, 4], "nearest", False, True)
+    op = torch.ops.hrnet_fast.exchange
+    with pytest.raises(ValueError, match=r"scales\[0\] must have shape \(2,\), got \(3,\)"):
+        op([x], [torch.ones(3)], [], [4, 4], "nearest", False, True)
+    with pytest.raises(ValueError, match="scales has 2 entries for 1 inputs"):
+        op([x], [torch.ones(2)] * 2, [], [4, 4], "nearest", False, True)
     with pytest.raises(ValueError, match="mode must be"):
-        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 2), torch.zeros(1, 2), [4, 4], "area", False, True)
-    with pytest.raises(ValueError, match="does not fit"):
-        torch.ops.hrnet_fast.exchange([x], torch.ones(1, 2), torch.zeros(1, 2), [2, 2], "nearest", False, True)
+        op([x], [], [], [4, 4], "area", False, True)
+    with pytest.raises(ValueError, match="larger than the output size"):
+        op([x], [], [], [2, 2], "nearest", False, True)
+    with pytest.raises(TypeError, match=r"shifts\[0\] must be floating point"):
+        op([x], [], [torch.ones(2, dtype=torch.int64)], [4, 4], "nearest", False, True)
+    with pytest.raises(ValueError, match="must be the same 4-D shape"):
+        torch.ops.hrnet_fast.exchange_backward(torch.ones(1, 2, 3, 3), x, [x], [], "nearest", False, True)

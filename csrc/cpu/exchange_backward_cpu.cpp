@@ -38,8 +38,9 @@ using cpu::grain_for;
 template <typename scalar_t>
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out,
                                                                           const at::Tensor& out,
-                                                                          TensorList inputs, const at::Tensor& scales,
-                                                                          Mode mode, bool align_corners, bool relu) {
+                                                                          TensorList inputs,
+                                                                          const OptionalTensors& scales, Mode mode,
+                                                                          bool align_corners, bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& x0 = inputs[0];
   const int64_t N = x0.size(0), C = x0.size(1), H = out.size(2), W = out.size(3);
@@ -51,14 +52,26 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   for (int64_t k = 0; k < K; ++k) grads[k] = at::empty(inputs[k].sizes(), x0.options().memory_format(fmt));
   if (out.numel() == 0) {
     for (auto& g : grads) g.zero_();
-    return {grads, at::zeros({K, C}, scales.options()), at::zeros({K, C}, scales.options())};
+    const auto acc = x0.options().dtype(affine_dtype(x0.scalar_type()));
+    return {grads, at::zeros({K, C}, acc), at::zeros({C}, acc)};
   }
 
-  const auto g = grad_out.contiguous(fmt);
+  // A gradient of another dtype (autocast) is cast, as autograd would for
+  // the reference's ops.
+  const auto g = grad_out.to(x0.scalar_type()).contiguous(fmt);
   const auto o = out.contiguous(fmt);
   constexpr auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-  const at::Tensor sc = (scales.scalar_type() == acc_type ? scales : scales.to(acc_type)).contiguous();
-  const acc_t* sc_p = sc.const_data_ptr<acc_t>();
+  // Each input's scale row, read in place where it can be; an absent
+  // scale (the identity) reads a row of ones. Rows of absent scales in the
+  // returned gradient are computed all the same (a dot per plane) and
+  // simply not handed to anyone.
+  const AffineRows given = affine_rows(scales, K, acc_type);
+  std::vector<acc_t> ones;
+  std::vector<const acc_t*> scale_of(K);
+  for (int64_t k = 0; k < K; ++k) {
+    if (given.ptr[k] == nullptr && ones.empty()) ones.assign(C, acc_t(1));
+    scale_of[k] = given.ptr[k] != nullptr ? static_cast<const acc_t*>(given.ptr[k]) : ones.data();
+  }
   std::vector<at::Tensor> xs(K);
   std::vector<bool> same(K);
   bool any_smaller = false;
@@ -89,7 +102,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
     smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
                        AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
-                       grads[k].mutable_data_ptr<scalar_t>(), sc_p + k * C, 0, 0});
+                       grads[k].mutable_data_ptr<scalar_t>(), scale_of[k], 0, 0});
     smaller.back().group = cpu::exact_nearest_factor(w, W, mode);
     smaller.back().group_h = cpu::exact_nearest_factor(h, H, mode);
   }
@@ -154,7 +167,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     RowScratch r{std::vector<acc_t>(C), std::vector<acc_t>(m * C), std::vector<acc_t>(C), std::vector<acc_t>(C),
                  std::vector<scalar_t*>(m), std::vector<const acc_t*>(m), std::vector<const scalar_t*>(m),
                  std::vector<acc_t*>(m)};
-    for (int j = 0; j < m; ++j) r.scale[j] = sc_p + same_k[j] * C, r.parts[j] = r.scale_row.data() + j * C;
+    for (int j = 0; j < m; ++j) r.scale[j] = scale_of[same_k[j]], r.parts[j] = r.scale_row.data() + j * C;
     return r;
   };
   // gm_row: where the row's gm goes (W * C entries), or null to drop it.
@@ -275,7 +288,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
           const int64_t off = plane * HW;
           for (int j = 0; j < M; ++j) {
-            gx[j] = gx_base[j] + off, x[j] = x_base[j] + off, scale[j] = sc_p + same_k[j] * C + c;
+            gx[j] = gx_base[j] + off, x[j] = x_base[j] + off, scale[j] = scale_of[same_k[j]] + c;
             part[j] = acc_t(0);
           }
           acc_t t = 0;
@@ -306,7 +319,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
       for (int j = 0; j < m; ++j) part_p[j] = &part[j];
       int64_t c = begin % C;  // advanced with the plane: no division per plane
       for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
-        for (int j = 0; j < m; ++j) scale[j] = sc_p + same_k[j] * C + c;
+        for (int j = 0; j < m; ++j) scale[j] = scale_of[same_k[j]] + c;
         double shift_total = 0.0;
         std::fill(dots.begin(), dots.end(), 0.0);
         for (int64_t start = 0; start < HW; start += cpu::kChunk) {
@@ -366,50 +379,32 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     return total;
   };
   const auto shift_total = reduce(shift_part, units1);
-  // The totals (double) are rounded once, straight into the scales' dtype
-  // when that is float or double (always, from the Python wrapper): a
-  // double tensor and two conversions cost about 6 us per call.
-  const auto row_type = scales.scalar_type();
-  const bool direct = row_type == at::kFloat || row_type == at::kDouble;
-  auto gs = at::empty({K, C}, scales.options().dtype(direct ? row_type : at::kDouble));
-  auto gb = at::empty({K, C}, scales.options().dtype(direct ? row_type : at::kDouble));
-  auto write_rows = [&](auto zero) {
-    using row_t = decltype(zero);
-    row_t* gs_p = gs.mutable_data_ptr<row_t>();
-    row_t* gb_p = gb.mutable_data_ptr<row_t>();
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t units = same[k] ? units1 : (cl ? N * inputs[k].size(2) : N);
-      const auto scale_total = reduce(scale_part[k], units);
-      for (int64_t c = 0; c < C; ++c) {
-        gs_p[k * C + c] = static_cast<row_t>(scale_total[c]);
-        gb_p[k * C + c] = static_cast<row_t>(shift_total[c]);
-      }
-    }
-  };
-  if (gs.scalar_type() == at::kFloat) {
-    write_rows(0.0f);
-  } else {
-    write_rows(0.0);
+  // The totals (double) are rounded once, into the accumulation dtype.
+  auto gs = at::empty({K, C}, x0.options().dtype(acc_type));
+  auto gb = at::empty({C}, x0.options().dtype(acc_type));
+  acc_t* gs_p = gs.template mutable_data_ptr<acc_t>();
+  acc_t* gb_p = gb.template mutable_data_ptr<acc_t>();
+  for (int64_t c = 0; c < C; ++c) gb_p[c] = static_cast<acc_t>(shift_total[c]);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t units = same[k] ? units1 : (cl ? N * inputs[k].size(2) : N);
+    const auto scale_total = reduce(scale_part[k], units);
+    for (int64_t c = 0; c < C; ++c) gs_p[k * C + c] = static_cast<acc_t>(scale_total[c]);
   }
   for (int64_t k = 0; k < K; ++k) {
     const auto want = output_format(inputs[k]);
     if (want != fmt) grads[k] = grads[k].contiguous(want);
   }
-  if (!direct) return {grads, gs.to(row_type), gb.to(row_type)};
   return {grads, gs, gb};
 }
 
 }  // namespace
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const at::Tensor& scales,
+    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hrnet_fast.exchange_backward: needs at least one input");
-  TORCH_CHECK_VALUE(grad_out.sizes() == out.sizes(), "hrnet_fast.exchange_backward: grad_out is ",
-                    grad_out.sizes(), " but out is ", out.sizes());
-  TORCH_CHECK_VALUE(out.dim() == 4, "hrnet_fast.exchange_backward: out must be 4-D");
-  check_exchange_args(inputs, scales, scales, {out.size(2), out.size(3)});
-  const Mode m = parse_mode(std::string_view(mode.data(), mode.size()));
+  const std::string_view mode_name(mode.data(), mode.size());
+  check_exchange_backward(grad_out, out, inputs, scales, mode_name);
+  const Mode m = parse_mode(mode_name);
   std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange_backward",
                                   [&] { result = backward_impl<scalar_t>(grad_out, out, inputs, scales, m,

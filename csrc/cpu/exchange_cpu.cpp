@@ -311,81 +311,48 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   return out;
 }
 
-// The forward on dense (K, C) rows.
+// The forward on the op's optional per-input rows: given rows are read in
+// place (converted once when another dtype), absent ones read a row of ones
+// (scales) or zeros (shifts).
 template <typename scalar_t>
-at::Tensor forward_dense(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts, int64_t H,
-                         int64_t W, Mode mode, bool align_corners, bool relu) {
+at::Tensor forward_affine(TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts, int64_t H,
+                          int64_t W, Mode mode, bool align_corners, bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
-  const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-  // Checked first: Tensor::to() is a dispatched call even when it has
-  // nothing to do, and this runs on every (often small) call.
-  const at::Tensor sc = (scales.scalar_type() == acc_type ? scales : scales.to(acc_type)).contiguous();
-  const at::Tensor sh = (shifts.scalar_type() == acc_type ? shifts : shifts.to(acc_type)).contiguous();
-  const int64_t K = sc.size(0), C = sc.size(1);
+  constexpr auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+  const size_t K = inputs.size();
+  const int64_t C = inputs[0].size(1);
+  const AffineRows sc = affine_rows(scales, K, acc_type);
+  const AffineRows sh = affine_rows(shifts, K, acc_type);
+  std::vector<acc_t> ones, zeros;
   std::vector<const acc_t*> scale_rows(K), shift_rows(K);
-  for (int64_t k = 0; k < K; ++k) {
-    scale_rows[k] = sc.const_data_ptr<acc_t>() + k * C;
-    shift_rows[k] = sh.const_data_ptr<acc_t>() + k * C;
+  for (size_t k = 0; k < K; ++k) {
+    if (sc.ptr[k] == nullptr && ones.empty()) ones.assign(C, acc_t(1));
+    if (sh.ptr[k] == nullptr && zeros.empty()) zeros.assign(C, acc_t(0));
+    scale_rows[k] = sc.ptr[k] != nullptr ? static_cast<const acc_t*>(sc.ptr[k]) : ones.data();
+    shift_rows[k] = sh.ptr[k] != nullptr ? static_cast<const acc_t*>(sh.ptr[k]) : zeros.data();
   }
   return forward_rows<scalar_t>(inputs, scale_rows.data(), shift_rows.data(), H, W, mode, align_corners, relu);
 }
 
-// The forward on one (C,) row tensor per input (empty: ones / zeros).
-template <typename scalar_t>
-at::Tensor forward_lists(TensorList inputs, TensorList scales, TensorList shifts, int64_t H, int64_t W, Mode mode,
-                         bool align_corners, bool relu) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const size_t K = inputs.size();
-  const int64_t C = inputs[0].size(1);
-  std::vector<acc_t> ones, zeros;
-  std::vector<const acc_t*> scale_rows(K), shift_rows(K);
-  auto rows = [&](TensorList given, std::vector<acc_t>& fill, acc_t value, std::vector<const acc_t*>& ptrs) {
-    if (given.empty()) fill.assign(C, value);
-    for (size_t k = 0; k < K; ++k) {
-      if (given.empty()) {
-        ptrs[k] = fill.data();
-        continue;
-      }
-      TORCH_INTERNAL_ASSERT(given[k].scalar_type() == c10::CppTypeToScalarType<acc_t>::value &&
-                            given[k].is_contiguous() && given[k].numel() == C);
-      ptrs[k] = given[k].const_data_ptr<acc_t>();
-    }
-  };
-  rows(scales, ones, acc_t(1), scale_rows);
-  rows(shifts, zeros, acc_t(0), shift_rows);
-  return forward_rows<scalar_t>(inputs, scale_rows.data(), shift_rows.data(), H, W, mode, align_corners, relu);
-}
-
-at::Tensor exchange_cpu(at::TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
+at::Tensor exchange_cpu(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
                         c10::IntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
-  check_exchange_args(inputs, scales, shifts, size);
-  const Mode m = parse_mode(std::string_view(mode.data(), mode.size()));
+  const std::string_view mode_name(mode.data(), mode.size());
+  check_exchange(inputs, scales, shifts, c10::fromIntArrayRefSlow(size), mode_name);
+  const Mode m = parse_mode(mode_name);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange", [&] {
-    out = forward_dense<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
+    out = forward_affine<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
   });
   return out;
 }
 
 }  // namespace
-
-at::Tensor exchange_cpu_lists(TensorList inputs, TensorList scales, TensorList shifts, c10::IntArrayRef size,
-                              c10::string_view mode, bool align_corners, bool relu) {
-  check_exchange_inputs(inputs, size);
-  const Mode m = parse_mode(std::string_view(mode.data(), mode.size()));
-  at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange", [&] {
-    out = forward_lists<scalar_t>(inputs, scales, shifts, size[0], size[1], m, align_corners, relu);
-  });
-  return out;
-}
-
 }  // namespace hrnet_fast
 
 // Backward lives in exchange_backward_cpu.cpp; both register here.
 namespace hrnet_fast {
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const at::Tensor& scales,
+    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu);
 }
 

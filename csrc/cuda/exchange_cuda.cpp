@@ -4,6 +4,8 @@
 // ops can be captured in a CUDA graph.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -63,10 +65,17 @@ void check_common(TensorList inputs) {
   for (const auto& x : inputs) check_plane(x, "an input");
 }
 
-// Dense per-channel parameters in the accumulation type, 16-byte aligned
-// (the kernels load them in 16-byte packs); copies only when needed.
-at::Tensor params_for_kernel(const at::Tensor& t, DType d) {
-  at::Tensor r = t.to(acc_type(d)).contiguous();
+// Dense (K, C) per-channel parameters in the accumulation type, 16-byte
+// aligned (the kernels load them in 16-byte packs), absent rows filled
+// with `fill`.
+at::Tensor params_for_kernel(const OptionalTensors& rows, const at::Tensor& x0, int64_t K, double fill, DType d) {
+  const auto opts = x0.options().dtype(acc_type(d));
+  std::vector<at::Tensor> dense;
+  for (int64_t k = 0; k < K; ++k) {
+    std::optional<at::Tensor> r = static_cast<size_t>(k) < rows.size() ? rows.get(k) : std::nullopt;
+    dense.push_back(r.has_value() && r->defined() ? r->to(acc_type(d)) : at::full({x0.size(1)}, fill, opts));
+  }
+  at::Tensor r = at::stack(dense);
   if (reinterpret_cast<uintptr_t>(r.data_ptr()) % 16 != 0) r = r.clone();
   return r;
 }
@@ -81,10 +90,10 @@ std::array<int64_t, 2> concrete_size(c10::SymIntArrayRef size) {
   return {size[0].expect_int(), size[1].expect_int()};
 }
 
-at::Tensor exchange_cuda(TensorList inputs, const at::Tensor& scales, const at::Tensor& shifts,
+at::Tensor exchange_cuda(TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
                          c10::SymIntArrayRef sym_size, std::string_view mode, bool align_corners, bool relu) {
+  check_exchange(inputs, scales, shifts, sym_size, mode);
   const auto size = concrete_size(sym_size);
-  check_exchange_args(inputs, scales, shifts, size);
   check_common(inputs);
   const Mode m = parse_mode(mode);
   const at::Tensor& x0 = inputs[0];
@@ -110,8 +119,8 @@ at::Tensor exchange_cuda(TensorList inputs, const at::Tensor& scales, const at::
     xs.push_back(inputs[k].contiguous(fmt));  // no copy when already in fmt
     a.inputs[k] = view_of(xs.back());
   }
-  const at::Tensor s = params_for_kernel(scales, dt);
-  const at::Tensor b = params_for_kernel(shifts, dt);
+  const at::Tensor s = params_for_kernel(scales, x0, a.k, 1.0, dt);
+  const at::Tensor b = params_for_kernel(shifts, x0, a.k, 0.0, dt);
   a.scales = s.data_ptr();
   a.shifts = b.data_ptr();
   a.out = view_of(out);
@@ -121,22 +130,12 @@ at::Tensor exchange_cuda(TensorList inputs, const at::Tensor& scales, const at::
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs, const at::Tensor& scales,
+    const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs, const OptionalTensors& scales,
     std::string_view mode, bool align_corners, bool relu) {
-  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.sizes() == out.sizes(),
-                    "hrnet_fast.exchange_backward: grad_out ", grad_out.sizes(), " and out ", out.sizes(),
-                    " must be the same 4-D shape");
-  check_exchange_args(inputs, scales, scales, {out.size(2), out.size(3)});
+  check_exchange_backward(grad_out, out, inputs, scales, mode);
   check_common(inputs);
   const Mode m = parse_mode(mode);
   const at::Tensor& x0 = inputs[0];
-  TORCH_CHECK_VALUE(out.size(0) == x0.size(0) && out.size(1) == x0.size(1),
-                    "hrnet_fast.exchange_backward: out has N, C = ", out.size(0), ", ", out.size(1),
-                    " but the inputs have ", x0.size(0), ", ", x0.size(1));
-  TORCH_CHECK_VALUE(out.scalar_type() == x0.scalar_type(), "hrnet_fast.exchange_backward: out must be ",
-                    x0.scalar_type(), ", got ", out.scalar_type());
-  TORCH_CHECK(grad_out.device() == x0.device() && out.device() == x0.device(),
-              "hrnet_fast.exchange_backward: grad_out and out must be on ", x0.device());
   check_plane(out, "the output");
   const DType dt = dtype_of(x0);
   const c10::cuda::CUDAGuard guard(x0.device());
@@ -149,8 +148,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   for (const auto& x : inputs) grads.push_back(at::empty(x.sizes(), x.options().memory_format(output_format(x))));
   if (out.numel() == 0) {
     for (auto& g : grads) g.zero_();
-    return {grads, at::zeros({K, C}, acc).to(scales.scalar_type()),
-            at::zeros({K, C}, acc).to(scales.scalar_type())};
+    return {grads, at::zeros({K, C}, acc), at::zeros({C}, acc)};
   }
 
   const auto fmt = output_format(x0);
@@ -160,9 +158,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   // Both dense in fmt, so they share strides (up to those of size-1
   // dimensions, which are never applied): the kernels index them alike.
   const at::Tensor o = out.contiguous(fmt);
-  const at::Tensor s = params_for_kernel(scales, dt);
+  const at::Tensor s = params_for_kernel(scales, x0, K, 1.0, dt);
   at::Tensor grad_scales = at::empty({K, C}, acc);
-  at::Tensor grad_shifts = at::empty({K, C}, acc);
+  at::Tensor grad_shifts = at::empty({C}, acc);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x0.device().index()).stream();
 
   std::vector<at::Tensor> xs(K), parts_gx(K);
@@ -213,10 +211,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   for (int64_t k = 0; k < K; ++k)
     sums.push_back({parts_gx[k].data_ptr(), shapes[k],
                     static_cast<char*>(grad_scales.data_ptr()) + k * C * grad_scales.element_size(), 1});
-  sums.push_back({part_g.data_ptr(), shapes[0], grad_shifts.data_ptr(), static_cast<int>(K)});
+  sums.push_back({part_g.data_ptr(), shapes[0], grad_shifts.data_ptr(), 1});
   cuda::launch_channel_sums(dt, sums.data(), static_cast<int>(sums.size()), C, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {grads, grad_scales.to(scales.scalar_type()), grad_shifts.to(scales.scalar_type())};
+  return {grads, grad_scales, grad_shifts};
 }
 
 }  // namespace

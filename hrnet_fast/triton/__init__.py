@@ -1,32 +1,39 @@
-"""Triton backend of hrnet_fast.exchange (imported lazily by hrnet_fast.ops:
-importing triton is slow, and TRITON_INTERPRET must be set before it is).
-
-Entry points follow the contract of hrnet_fast.ops: dense (K, C) affines,
-validated arguments.
+"""Triton backend of hrnet_fast.exchange (imported lazily by
+hrnet_fast.backend.triton: importing triton is slow, and TRITON_INTERPRET
+must be set before it is).
 
     index.py        interpolation index math (port of kernels/interp.h)
     forward.py      one-pass forward kernel
     backward.py     gather-form adjoint, two-stage per-channel sums
     conv_kernel.py  implicit-GEMM forward with stride-2 conv terms
-    ops.py, conv.py torch.library triton_ops and their autograd
-    config.py       block shapes, autotuning, host-side scales
+    ops.py          the torch.library ops and their autograd
+    config.py       block shapes, tuning, host-side scales
     aot_check.py    compiles every kernel variant for sm_90 without a GPU
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .conv import exchange_conv
+from ..contract import ExchangeCall
 from .ops import exchange_triton, exchange_triton_backward  # noqa: F401  registers the ops
 
-__all__ = ["exchange", "exchange_conv"]
+__all__ = ["exchange"]
 
 
-def exchange(inputs: Sequence[Tensor], scales: Tensor, shifts: Tensor, size: Sequence[int], mode: str,
-             align_corners: bool, relu: bool) -> Tensor:
-    """The fused exchange through the registered Triton op (autograd included)."""
-    return torch.ops.hrnet_fast.exchange_triton(list(inputs), scales, shifts, [int(size[0]), int(size[1])],
-                                                mode, bool(align_corners), bool(relu))
+def exchange(call: ExchangeCall) -> Tensor:
+    """`call` through the registered Triton op (autograd included)."""
+    scales, scale_of = _given(call.scales)
+    shifts, shift_of = _given(call.shifts)
+    biases, bias_of = _given([b for _, _, b in call.convs])
+    return torch.ops.hrnet_fast.exchange_triton(call.inputs, scales, scale_of, shifts, shift_of,
+                                                [a for a, _, _ in call.convs], [w for _, w, _ in call.convs], biases,
+                                                bias_of, list(call.size), call.mode, call.align_corners, call.relu)
+
+
+def _given(rows: List[Optional[Tensor]]) -> Tuple[List[Tensor], List[int]]:
+    """The tensors of an optional list and the slot each belongs to."""
+    given = [(t, k) for k, t in enumerate(rows) if t is not None]
+    return [t for t, _ in given], [k for _, k in given]

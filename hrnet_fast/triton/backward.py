@@ -30,7 +30,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from .. import ops as _ops
+from ..contract import follow_format
 from . import config
 from .forward import DIRECT, _offset, _tile, input_kind, is_flat
 from .index import linear_scale, readers, tap_weight
@@ -133,7 +133,7 @@ def _launch_one(grad: Tensor, out: Tensor, x: Tensor, scale_row: Tensor, mode: s
     """(grad_x, sum of G per channel, sum of G * x per channel) for one input."""
     n_img, channels, height, width = out.shape
     h, w = x.shape[2], x.shape[3]
-    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_ops.follow_format(x))
+    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=follow_format(x))
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     tile_rows = triton.cdiv(h * w, MIN_BLOCK_P)
     psum_g = torch.zeros((n_img * tile_rows, channels), dtype=acc_dtype, device=x.device)
@@ -158,11 +158,12 @@ def _launch_one(grad: Tensor, out: Tensor, x: Tensor, scale_row: Tensor, mode: s
 
 def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: Tensor, mode: str,
                     align_corners: bool, relu: bool) -> Tuple[List[Tensor], Tensor, Tensor]:
-    """Gradients of every input, of scales (K, C) and of shifts (K, C)."""
+    """Gradients of every input, of the dense scales (K, C) and the (C,)
+    gradient every shift shares, in the scales' dtype."""
     if out.numel() == 0:
         grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device,
-                             memory_format=_ops.follow_format(x)).zero_() for x in inputs]
-        return grads, torch.zeros_like(scales), torch.zeros_like(scales)
+                             memory_format=follow_format(x)).zero_() for x in inputs]
+        return grads, torch.zeros_like(scales), torch.zeros_like(scales[0])
     size = tuple(out.shape[-2:])
     grads, sums_g, sums_gx = [], [], []
     for k, x in enumerate(inputs):
@@ -173,7 +174,6 @@ def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: Ten
     # Sum of gm over the output: exact from a same-size input (G == gm);
     # otherwise the adjoint preserves sums, so any input's sum of G equals it.
     direct = [k for k, x in enumerate(inputs) if input_kind(x, size, mode) == DIRECT]
-    total = sums_g[direct[0] if direct else 0].to(scales.dtype)
-    grad_shifts = total.unsqueeze(0).expand(len(inputs), -1).contiguous()
+    grad_shift = sums_g[direct[0] if direct else 0].to(scales.dtype)
     grad_scales = torch.stack(sums_gx).to(scales.dtype)
-    return grads, grad_scales, grad_shifts
+    return grads, grad_scales, grad_shift

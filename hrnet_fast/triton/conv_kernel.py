@@ -16,7 +16,7 @@ tl.dot's default TF32 on GPUs that have it (about 1e-3 relative).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List
 
 import torch
 import triton
@@ -111,14 +111,6 @@ def exchange_conv_fwd_kernel(
         ypix = _offset(oh, syH, I64) + _offset(ow, syW, I64)
     yoff = _offset(n, syN, I64) + _offset(c, syC, I64)[None, :] + ypix[:, None]
     tl.store(y_ptr + yoff, acc.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-def fits_one_pass(inputs: Sequence[Tensor], conv_inputs: Sequence[Tensor]) -> bool:
-    """Whether the one-pass kernel takes this call: its slot counts, and no
-    float64 (tl.dot has no float64 path worth having; the library
-    convolution is exact there)."""
-    return (len(inputs) <= MAX_SLOTS and 1 <= len(conv_inputs) <= MAX_CONVS
-            and inputs[0].dtype != torch.float64)
 
 
 def weight_matrix(w: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import hrnet_fast
+import hrnet_fast.contract
 
 pytestmark = [
     pytest.mark.cuda,
@@ -43,7 +44,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def make_case(shapes, *, n=2, c=24, dtype=torch.float32, channels_last=False, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
-    pdtype = hrnet_fast.ops.param_dtype(dtype)
+    pdtype = hrnet_fast.contract.affine_dtype(dtype)
     xs = [torch.randn(n, c, h, w, generator=g).to(DEV, dtype) for h, w in shapes]
     if channels_last:
         xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
@@ -99,7 +100,7 @@ def test_forward_backward_match_reference(shapes, size, mode, ac, channels_last,
             assert a.dtype == (xs + scales + shifts)[i].dtype
             assert rel_err(a, b) < TOL[dtype] * 2, f"grad {i}"
         for x, gx in zip(xs, grads):
-            assert gx.is_contiguous(memory_format=hrnet_fast.ops.follow_format(x))
+            assert gx.is_contiguous(memory_format=hrnet_fast.contract.follow_format(x))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -252,13 +253,14 @@ def test_opcheck():
     shapes, size = [(9, 7), (5, 4)], (9, 7)
     for channels_last, (mode, ac) in itertools.product([False, True], MODES):
         xs, scales, shifts = make_case(shapes, c=8, channels_last=channels_last)
-        sc, sh = torch.stack(scales).requires_grad_(), torch.stack(shifts).requires_grad_()
+        sc = [scales[0].requires_grad_(), None]  # a given row and an absent one
+        sh = [s.requires_grad_() for s in shifts]
         xs = leaf(xs)
         torch.library.opcheck(torch.ops.hrnet_fast.exchange.default, (xs, sc, sh, list(size), mode, ac, True))
         out = torch.ops.hrnet_fast.exchange(xs, sc, sh, list(size), mode, ac, True).detach()
         grad = torch.randn_like(out)
         torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default,
-                              (grad, out, [x.detach() for x in xs], sc.detach(), mode, ac, True))
+                              (grad, out, [x.detach() for x in xs], [sc[0].detach(), None], mode, ac, True))
 
 
 def test_past_2_31_elements():

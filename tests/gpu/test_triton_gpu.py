@@ -262,12 +262,11 @@ def test_opcheck():
     import hrnet_fast.triton  # noqa: F401  registers the ops
 
     xs, ss, bs = make(2, 5, (9, 7), [(5, 4), (3, 2)])
-    sc, sh = torch.stack(ss), torch.stack(bs)
     for mode, ac in MODES:
-        args = (xs, sc, sh, [9, 7], mode, ac, True)
+        args = (xs, ss[1:], [1, 2], bs[:1], [0], [], [], [], [], [9, 7], mode, ac, True)
         torch.library.opcheck(torch.ops.hrnet_fast.exchange_triton.default, args)
         out = torch.ops.hrnet_fast.exchange_triton(*args)
-        bargs = (torch.randn_like(out), out, xs, sc, mode, ac, True)
+        bargs = (torch.randn_like(out), out, xs, ss[1:], [1, 2], [], [], mode, ac, True)
         torch.library.opcheck(torch.ops.hrnet_fast.exchange_triton_backward.default, bargs)
 
 

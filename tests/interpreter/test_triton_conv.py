@@ -75,12 +75,12 @@ def test_conv_terms_without_relu_and_single_input():
 
 def test_one_pass_kernel_is_the_path_taken(monkeypatch):
     # The conv terms must reach the implicit-GEMM op, not the library path.
-    import hrnet_fast.triton.conv as conv_mod
+    import hrnet_fast.backend.triton as declared
 
     def refuse(*args, **kwargs):
         raise AssertionError("library path taken")
 
-    monkeypatch.setattr(conv_mod, "_library_path", refuse)
+    monkeypatch.setattr(declared, "lower_convs", refuse)
     xs, ss, bs = make_inputs(1, 18, (4, 3), [(2, 2)])
     convs = _terms(18, [(20, 8, 5, True), (9, 7, 6, True), (4, 8, 6, False)])  # three terms, both parities
     convs = [(a[:1], w, b) for a, w, b in convs]
