@@ -1,18 +1,9 @@
 """`convert(model)`: route the exchange step of every HRNet module in a model
 through `hrnet_fast.exchange`, in place, changing nothing else.
 
-Recognised: any module with `branches`, `num_branches` > 1 and `fuse_layers`
-(a ModuleList of ModuleLists) -- timm's HighResolutionModule, this package's
-models, the official HRNet repositories and mmpose/mmseg's HRModule.
-
-How a layout upsamples the coarse branches:
-- nn.Upsample children in the fuse layers (timm, pose repo): their mode;
-- this package's HighResolutionModule: its `mode` / `align_corners`;
-- the official segmentation repo (F.interpolate in forward, bilinear, the
-  module-level ALIGN_CORNERS global of its source file);
-- a module with an `align_corners` attribute and no nn.Upsample (mmseg):
-  bilinear with that setting;
-- otherwise `mode=` / `align_corners=` must be given.
+Which modules are HRNet modules and how their layouts resize is read by
+hrnet_fast.layouts; each module's exchange is compiled once into terms held
+by its FusedExchange (hrnet_fast.modules).
 
 Example:
     >>> import torch, timm, hrnet_fast
@@ -26,154 +17,34 @@ Example:
 """
 from __future__ import annotations
 
-import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch.nn as nn
 
-from .models.hrmodule import HighResolutionModule as _OwnModule
-from .modules import DOWN, ID, OPAQUE, UP, FusedExchange, Term
-
-_MODES = ("nearest", "bilinear")
-
-
-def _is_hr_module(m: nn.Module) -> bool:
-    fuse = getattr(m, "fuse_layers", None)
-    num = getattr(m, "num_branches", None)
-    return (isinstance(fuse, nn.ModuleList) and isinstance(num, int) and num > 1
-            and isinstance(getattr(m, "branches", None), nn.ModuleList)
-            and all(isinstance(row, nn.ModuleList) for row in fuse))
+from .backend import BACKENDS, BackendUnavailable, NAMES
+from .contract import MODES
+from .layouts import OwnModule, is_hr_module
+from .modules import FusedExchange
 
 
 def _is_converted(m: nn.Module) -> bool:
     return isinstance(getattr(m, "fused_exchange", None), FusedExchange) and "forward" in m.__dict__
 
 
-def _is_bn(m: Optional[nn.Module]) -> bool:
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
-
-
-def _is_conv(m: Optional[nn.Module]) -> bool:
-    return type(m) is nn.Conv2d and m.padding_mode == "zeros"
-
-
-def _pair(v) -> Tuple[float, float]:
-    return (v, v) if not isinstance(v, (tuple, list)) else (v[0], v[1])
-
-
-def _upsample_spec(up: nn.Upsample):
-    """(mode, align_corners, ("scale"|"size", (h, w)))."""
-    spec = ("size", _pair(up.size)) if up.size is not None else ("scale", _pair(up.scale_factor))
-    return up.mode, bool(up.align_corners), spec
-
-
-def _up_term(layer: nn.Module, j: int):
-    """A coarse-branch layer conv1x1 -> BN [-> Upsample]: (Term, upsample
-    mode or None). None if the layer has another shape."""
-    if not isinstance(layer, nn.Sequential) or len(layer) not in (2, 3):
-        return None
-    if not (_is_conv(layer[0]) and _is_bn(layer[1])):
-        return None
-    conv = layer[0]
-    pointwise = (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
-                 and conv.dilation == (1, 1) and conv.groups == 1)
-    if len(layer) == 2:
-        return Term(UP, j, pointwise=pointwise), None
-    if not isinstance(layer[2], nn.Upsample):
-        return None
-    mode, align, spec = _upsample_spec(layer[2])
-    return Term(UP, j, upsample=spec, pointwise=pointwise), (mode, align)
-
-
-def _down_term(layer: nn.Module, j: int) -> Optional[Term]:
-    """A finer-branch chain of (conv3x3 s2, BN[, ReLU]) links, ReLU on all
-    but the last."""
-    if not isinstance(layer, nn.Sequential) or len(layer) == 0:
-        return None
-    for k, link in enumerate(layer):
-        last = k == len(layer) - 1
-        if not isinstance(link, nn.Sequential) or len(link) != (2 if last else 3):
-            return None
-        if not (_is_conv(link[0]) and _is_bn(link[1])):
-            return None
-        if not last and not isinstance(link[2], nn.ReLU):
-            return None
-    conv = layer[-1][0]
-    in_kernel = (conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
-                 and conv.dilation == (1, 1) and conv.groups == 1)
-    return Term(DOWN, j, in_kernel=in_kernel)
-
-
-def _forward_interp(m: nn.Module, mode: Optional[str], align_corners: Optional[bool]):
-    """How a module that interpolates inside forward does it, or None."""
-    if mode is not None:
-        return mode, bool(align_corners) if align_corners is not None else False
-    if isinstance(m, _OwnModule):
-        return m.mode, m.align_corners
-    src = sys.modules.get(type(m).__module__)
-    if src is not None and hasattr(src, "ALIGN_CORNERS"):
-        # official segmentation repo: bilinear, align_corners from a global
-        # the model constructor sets from its config
-        ac = align_corners if align_corners is not None else src.ALIGN_CORNERS
-        return "bilinear", bool(ac)
-    if hasattr(m, "align_corners"):
-        return "bilinear", bool(m.align_corners if align_corners is None else align_corners)
-    return None
-
-
-def _plan(m: nn.Module, mode: Optional[str], align_corners: Optional[bool]):
-    """Terms per output row and the row's interpolation (mode, align)."""
-    if mode is not None and mode not in _MODES:
-        raise ValueError(f"hrnet_fast.convert: mode must be one of {_MODES}, got {mode!r}")
-    plan: List[List[Term]] = []
-    chosen: Optional[Tuple[str, bool]] = None
-    # Without nn.Upsample children the host interpolates (size-based) in
-    # forward, so an unrecognised coarse layer's output is resized by the op;
-    # with them, a layer's output must already have the target size.
-    in_forward = not any(isinstance(c, nn.Upsample) for c in m.fuse_layers.modules())
-    opaque_up = None if in_forward else ("layer", (1.0, 1.0))
-    for i, row in enumerate(m.fuse_layers):
-        terms: List[Term] = []
-        for j, layer in enumerate(row):
-            if j == i:
-                ok = layer is None or isinstance(layer, nn.Identity)
-                terms.append(Term(ID, j) if ok else Term(OPAQUE, j))
-                continue
-            if j < i:
-                terms.append(_down_term(layer, j) or Term(OPAQUE, j))
-                continue
-            parsed = _up_term(layer, j)
-            if parsed is None:
-                terms.append(Term(OPAQUE, j, upsample=opaque_up))
-                continue
-            term, up_mode = parsed
-            if up_mode is None:
-                up_mode = _forward_interp(m, mode, align_corners)
-                if up_mode is None:
-                    raise ValueError(f"hrnet_fast.convert: {type(m).__name__} upsamples inside its forward "
-                                     f"and its mode is unknown; pass mode= and align_corners=")
-            elif mode is not None and (up_mode[0] != mode or (align_corners is not None
-                                                             and up_mode[1] != bool(align_corners))):
-                raise ValueError(f"hrnet_fast.convert: mode={mode!r} conflicts with the module's "
-                                 f"nn.Upsample(mode={up_mode[0]!r}, align_corners={up_mode[1]})")
-            if up_mode[0] not in _MODES:
-                terms.append(Term(OPAQUE, j, upsample=opaque_up))
-                continue
-            up_mode = (up_mode[0], up_mode[1] and up_mode[0] == "bilinear")
-            if chosen is None:
-                chosen = up_mode
-            if up_mode != chosen:
-                # one exchange call has one mode: run odd ones as modules
-                terms.append(Term(OPAQUE, j, upsample=opaque_up))
-                continue
-            terms.append(term)
-        if not any(t.kind == ID for t in terms):
-            raise ValueError(f"hrnet_fast.convert: fuse_layers[{i}][{i}] of {type(m).__name__} is not an "
-                             f"identity; this layout is not an HRNet exchange")
-        plan.append(terms)
-    if chosen is None:
-        chosen = (mode or "nearest", bool(align_corners))
-    return plan, chosen
+def _check_arguments(model, backend: str, mode: Optional[str], align_corners) -> None:
+    """Bad arguments fail here, not at the first forward."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"hrnet_fast.convert: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(backend, str) or (backend != "auto" and backend not in NAMES):
+        raise ValueError(f"hrnet_fast.convert: unknown backend {backend!r}; expected one of {('auto',) + NAMES}")
+    if backend != "auto":
+        reason = BACKENDS[backend].unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(f"hrnet_fast.convert: backend {backend!r} is unavailable: {reason}")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"hrnet_fast.convert: mode must be one of {MODES}, got {mode!r}")
+    if align_corners is not None and not isinstance(align_corners, bool):
+        raise TypeError(f"hrnet_fast.convert: align_corners must be None or a bool, got {align_corners!r}")
 
 
 def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = None,
@@ -184,8 +55,19 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
     Parameters, buffers, state_dict keys and type(model) are unchanged.
     Converting again changes nothing but drops the cached BatchNorm folds:
     do it after editing weights through `.data`, which PyTorch's version
-    counters (and so the cache) do not see. Raises ValueError if the model
-    holds no HRNet module.
+    counters (and so the cache) do not see.
+
+    Args:
+        backend: the exchange backend ("auto", "reference", "cpu", "cuda",
+            "triton"); a named backend must be able to run on this machine.
+        mode, align_corners: the coarse branches' interpolation, for layouts
+            whose own modules do not say it (hrnet_fast.layouts).
+
+    Raises:
+        TypeError: `model` is not a module.
+        ValueError: no HRNet module in `model`, an unknown backend or mode,
+            or a layout whose interpolation cannot be read.
+        RuntimeError: the named backend cannot run here.
 
     Example:
         >>> import hrnet_fast
@@ -193,17 +75,16 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
         >>> len(hrnet_fast.fused_modules(m))
         3
     """
+    _check_arguments(model, backend, mode, align_corners)
     found = 0
     for m in list(model.modules()):
-        if not _is_hr_module(m):
+        if not is_hr_module(m):
             continue
         found += 1
         if _is_converted(m):
             m.fused_exchange.clear_cache()
             continue
-        plan, (row_mode, row_align) = _plan(m, mode, align_corners)
-        fused = FusedExchange(m, plan, row_mode, row_align, backend,
-                              copy_branches_in_place=not isinstance(m, _OwnModule))
+        fused = FusedExchange(m, mode, align_corners, backend, copy_branches_in_place=not isinstance(m, OwnModule))
         m.fused_exchange = fused
         # Instance attribute: nn.Module.__call__ finds it before the class's
         # forward, so type(m) and its class stay untouched.

@@ -12,6 +12,7 @@ import torch.nn as nn
 import hrnet_fast
 import hrnet_fast.backend
 import hrnet_fast.modules as fm
+from hrnet_fast import folding
 from test_convert_common import (assert_close_lists, assert_same_grads, eval_matches, freeze_batchnorm,
                                  gradients_match, loss_of, pair, randomize_bn, record_outputs)
 
@@ -35,13 +36,13 @@ def calls(monkeypatch):
 @pytest.fixture
 def folds(monkeypatch):
     log = []
-    real = fm._fold
+    real = folding.fold
 
-    def spy(conv, bn):
+    def spy(conv, bn, dtype=None):
         log.append(1)
-        return real(conv, bn)
+        return real(conv, bn, dtype)
 
-    monkeypatch.setattr(fm, "_fold", spy)
+    monkeypatch.setattr(folding, "fold", spy)
     return log
 
 

@@ -20,8 +20,8 @@ def merges(monkeypatch):
     log = []
     real = fm.merged_first_convs
 
-    def spy(fx, xs):
-        out = real(fx, xs)
+    def spy(groups, xs, folds):
+        out = real(groups, xs, folds)
         log.append(len(out))
         return out
 

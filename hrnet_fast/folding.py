@@ -1,0 +1,149 @@
+"""BatchNorm as an affine, folded into the convolution before it, and the
+one cache of those folds.
+
+In eval a BatchNorm with running statistics is y = z * scale + shift; folded
+into the conv before it, that is one conv with weight * scale and bias
+shift (+ bias * scale). In training (batch statistics) the affine comes from
+the batch, and computing it here lets the exchange op apply it
+(FusedExchange.batch_stats_in_op).
+
+`FoldCache` keeps folds between calls. Its one invalidation rule: a fold is
+recomputed when any tensor it was made from is another object, has another
+storage or has been modified in place (PyTorch's version counter) -- so
+optimizer steps, load_state_dict and .to() invalidate it. Edits through
+`.data` bypass version counters: call `clear()` (or
+`hrnet_fast.convert(model)` again) after them. Folds that must carry
+gradients (a parameter requires grad under grad mode) or that are being
+traced by torch.compile are never cached.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> from hrnet_fast.folding import fold
+    >>> conv, bn = nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8).eval()
+    >>> w, b = fold(conv, bn)
+    >>> x = torch.randn(1, 4, 5, 5)
+    >>> torch.allclose(bn(conv(x)), nn.functional.conv2d(x, w, b), atol=1e-6)
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def eval_affine(bn: nn.Module) -> Tuple[Tensor, Tensor]:
+    """(scale, shift) with bn(z) == z * scale + shift from running stats,
+    computed in float32 at least (as ATen's batch norm does for half
+    precision)."""
+    dtype = torch.promote_types(bn.running_var.dtype, torch.float32)
+    scale = torch.rsqrt(bn.running_var.to(dtype) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(dtype)
+    shift = -bn.running_mean.to(dtype) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.to(dtype)
+    return scale, shift
+
+
+def batch_affine(bn: nn.Module, z: Tensor) -> Tuple[Tensor, Tensor]:
+    """(scale, shift) from z's batch statistics, and the running-buffer
+    update nn.BatchNorm2d would make (biased variance to normalise, unbiased
+    for the running average, momentum=None as a cumulative average)."""
+    if z.dim() != 4:
+        raise ValueError(f"expected 4D input (got {z.dim()}D input)")
+    count = z.shape[0] * z.shape[2] * z.shape[3]
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {z.size()}")
+    stats_in = z if z.dtype in (torch.float32, torch.float64) else z.float()
+    var, mean = torch.var_mean(stats_in, dim=(0, 2, 3), correction=0)
+    if bn.training and bn.track_running_stats and bn.running_mean is not None:
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        with torch.no_grad():
+            unbiased = var.detach() * (count / (count - 1))
+            bn.running_mean.mul_(1.0 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+            bn.running_var.mul_(1.0 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def fold(conv: nn.Conv2d, bn: nn.Module, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+    """conv followed by eval-mode bn as one conv: (weight, bias), computed in
+    float32 at least and returned in `dtype` (default: the conv weight's)."""
+    scale, shift = eval_affine(bn)
+    weight = conv.weight
+    dtype = dtype or weight.dtype
+    w = weight.to(scale.dtype) * scale.view(-1, 1, 1, 1)
+    b = shift if conv.bias is None else shift + conv.bias.to(scale.dtype) * scale
+    return w.to(dtype), b.to(dtype)
+
+
+def fold_tensors(conv: nn.Conv2d, bn: nn.Module) -> List[Tensor]:
+    """Every tensor a fold of (conv, bn) is made from."""
+    # The modules' dicts directly: nn.Module.__getattr__ costs about half a
+    # microsecond per lookup, and this runs for every folded term on every
+    # call. Parametrized convs keep no plain "weight" there.
+    cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
+    if "weight" not in cp or "weight" not in bp or "running_mean" not in bb:
+        found = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    else:
+        found = (cp["weight"], cp.get("bias"), bp["weight"], bp.get("bias"), bb["running_mean"], bb.get("running_var"))
+    return [t for t in found if t is not None]
+
+
+def needs_grad(tensors: List[Tensor]) -> bool:
+    """Whether a fold of these tensors must be part of the autograd graph."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+class FoldCache:
+    """Folds of (conv, bn) pairs by key, each kept with the tensors it was
+    made from and their storage and version stamps (the one invalidation
+    rule above)."""
+
+    def __init__(self) -> None:
+        self._entries: Dict[Any, Tuple[List[Tensor], tuple, Tuple[Tensor, Tensor]]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any, conv: nn.Conv2d, bn: nn.Module, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """The (weight, bias) fold of conv and bn in `dtype`."""
+        tensors = fold_tensors(conv, bn)
+        if torch.compiler.is_compiling() or needs_grad(tensors):
+            # Under autograd the fold is part of the graph; under compile it
+            # is traced (and constant-folded) with the model.
+            return fold(conv, bn, dtype)
+        stamp = tuple(t._version for t in tensors) + tuple(t.data_ptr() for t in tensors) + (
+            bn.eps, dtype, torch.is_inference_mode_enabled())
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] == stamp and len(hit[0]) == len(tensors) and \
+                all(a is b for a, b in zip(hit[0], tensors)):
+            return hit[2]
+        folded = fold(conv, bn, dtype)
+        self._entries[key] = (tensors, stamp, folded)
+        return folded
+
+    def derived(self, key: Any, sources: Tuple[Tensor, ...], make) -> Any:
+        """A value computed by `make()` from folds `sources` (e.g. stacked
+        folds), kept while those are the very same tensor objects."""
+        hit = self._entries.get(key)
+        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
+            return hit[2]
+        value = make()
+        if not torch.compiler.is_compiling() and not any(t.requires_grad for t in sources):
+            self._entries[key] = (list(sources), (), value)
+        return value
