@@ -10,7 +10,8 @@ the batch, and computing it here lets the exchange op apply it
 `FoldCache` keeps folds between calls. Its one invalidation rule: a fold is
 recomputed when any tensor it was made from is another object, has another
 storage or has been modified in place (PyTorch's version counter) -- so
-optimizer steps, load_state_dict and .to() invalidate it. Edits through
+optimizer steps, load_state_dict, .to() and training-mode forwards (through
+the BN's num_batches_tracked counter) invalidate it. Edits through
 `.data` bypass version counters: call `clear()` (or
 `hrnet_fast.convert(model)` again) after them. Folds that must carry
 gradients (a parameter requires grad under grad mode) or that are being
@@ -89,15 +90,20 @@ def fold(conv: nn.Conv2d, bn: nn.Module, dtype: Optional[torch.dtype] = None) ->
 
 
 def fold_tensors(conv: nn.Conv2d, bn: nn.Module) -> List[Tensor]:
-    """Every tensor a fold of (conv, bn) is made from."""
+    """Every tensor a fold of (conv, bn) is made from, and the BN's
+    num_batches_tracked: a training-mode forward updates the running
+    statistics inside the batch-norm kernel without bumping their version
+    counters, but it does bump that counter's."""
     # The modules' dicts directly: nn.Module.__getattr__ costs about half a
     # microsecond per lookup, and this runs for every folded term on every
     # call. Parametrized convs keep no plain "weight" there.
     cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
     if "weight" not in cp or "weight" not in bp or "running_mean" not in bb:
-        found = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        found = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                 getattr(bn, "num_batches_tracked", None))
     else:
-        found = (cp["weight"], cp.get("bias"), bp["weight"], bp.get("bias"), bb["running_mean"], bb.get("running_var"))
+        found = (cp["weight"], cp.get("bias"), bp["weight"], bp.get("bias"), bb["running_mean"], bb.get("running_var"),
+                 bb.get("num_batches_tracked"))
     return [t for t in found if t is not None]
 
 

@@ -187,3 +187,19 @@ def test_convert_again_refreshes_folds_after_data_edits():
             host.fuse_layers[0][2][1].running_mean.data.add_(1.0)
         hrnet_fast.convert(fused)
         eval_matches(ref, fused, x)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_training_forward_refreshes_the_folds(batch):
+    # A training-mode forward updates the running statistics inside the
+    # batch-norm kernel without bumping their version counters; the BN's
+    # num_batches_tracked counter is what shows it.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    x = torch.randn(batch, 3, 64, 64, dtype=torch.float64)
+    eval_matches(ref, fused, x)  # folds cached (merged first convs too at batch 1)
+    shifted = torch.randn(2, 3, 64, 64, dtype=torch.float64) * 3.0 + 1.0
+    for model in (ref, fused):
+        model.train()
+        with torch.no_grad():
+            model(shifted)
+    eval_matches(ref, fused, x)
