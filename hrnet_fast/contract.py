@@ -96,9 +96,17 @@ def _size(size, inputs) -> Tuple[int, int]:
         if not isinstance(size, (list, tuple, torch.Size)):
             raise TypeError(f"hrnet_fast.exchange: size must be None or (H, W) ints, got {size!r}")
         size = tuple(size)
-    if len(size) != 2 or not all(isinstance(v, _SIZE_TYPES) and not isinstance(v, bool) for v in size):
+    if len(size) != 2 or not all(_is_size(v) for v in size):
         raise TypeError(f"hrnet_fast.exchange: size must be None or (H, W) ints, got {size!r}")
     return size
+
+
+def _is_size(v) -> bool:
+    """An int, a SymInt, or (torch.jit.trace records sizes as tensors) a
+    0-dim integer tensor."""
+    if isinstance(v, _SIZE_TYPES):
+        return not isinstance(v, bool)
+    return isinstance(v, _Tensor) and v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool
 
 
 _new_call = tuple.__new__

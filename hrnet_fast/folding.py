@@ -129,9 +129,9 @@ class FoldCache:
     def get(self, key: Any, conv: nn.Conv2d, bn: nn.Module, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """The (weight, bias) fold of conv and bn in `dtype`."""
         tensors = fold_tensors(conv, bn)
-        if torch.compiler.is_compiling() or needs_grad(tensors):
-            # Under autograd the fold is part of the graph; under compile it
-            # is traced (and constant-folded) with the model.
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or needs_grad(tensors):
+            # Under autograd the fold is part of the graph; under compile or
+            # a trace it is recorded (and constant-folded) with the model.
             return fold(conv, bn, dtype)
         stamp = tuple(t._version for t in tensors) + tuple(t.data_ptr() for t in tensors) + (
             bn.eps, dtype, torch.is_inference_mode_enabled())
@@ -147,9 +147,11 @@ class FoldCache:
         """A value computed by `make()` from folds `sources` (e.g. stacked
         folds), kept while those are the very same tensor objects."""
         hit = self._entries.get(key)
-        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
+        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)) \
+                and not torch.jit.is_tracing():
             return hit[2]
         value = make()
-        if not torch.compiler.is_compiling() and not any(t.requires_grad for t in sources):
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and \
+                not any(t.requires_grad for t in sources):
             self._entries[key] = (list(sources), (), value)
         return value

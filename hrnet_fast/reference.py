@@ -36,7 +36,9 @@ def exchange(
 ) -> Tensor:
     """Reference exchange: per-input affine, size-based interpolation, sum,
     stride-2 conv terms, optional ReLU; each step an ordinary PyTorch op."""
-    out_h, out_w = (int(size[0]), int(size[1])) if size is not None else tuple(inputs[0].shape[-2:])
+    # Sizes stay as given: under torch.jit.trace they are tensors, and
+    # F.interpolate(size=...) then records them instead of constants.
+    out_h, out_w = (size[0], size[1]) if size is not None else tuple(inputs[0].shape[-2:])
     total = None
     for k, x in enumerate(inputs):
         t = x
