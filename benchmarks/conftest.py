@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_shapes import compare_with_compile, full_grid, small_grid  # noqa: E402
+from hrnet_fast.bench.shapes import compare_with_compile, full_grid, small_grid  # noqa: E402
 
 if importlib.util.find_spec("pytest_benchmark") is None:
     # Without the plugin there is no `benchmark` fixture: collect nothing

@@ -16,7 +16,6 @@ times (us) and of the per-round ratios.
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Callable, Tuple
 
 import torch
@@ -30,13 +29,9 @@ SIZES = ((64, 48), (32, 24), (16, 12), (8, 6))
 
 
 def paired(a: Callable[[], object], b: Callable[[], object], iters: int) -> Tuple[float, float, float]:
-    """(median us of a, median us of b, median of per-pair ratios a / b),
-    from hrnet_fast.bench.timing's paired rounds after a short warm-up."""
-    for _ in range(5):
-        a(), b()
-    ms = timing.paired_rounds({"a": a, "b": b}, iters, "cpu")
-    return (statistics.median(ms["a"]) * 1e3, statistics.median(ms["b"]) * 1e3,
-            timing.paired_speedup(ms["a"], ms["b"]))
+    """(median us of a, median us of b, median of per-pair ratios a / b)."""
+    r = timing.paired(a, b, iters, warmup=5)
+    return r.a_ms * 1e3, r.b_ms * 1e3, r.ratio
 
 
 def up_convs(batch: int, fmt: torch.memory_format, grad: bool):

@@ -22,44 +22,15 @@ import copy
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import torch
 import torch.nn as nn
 
 import hrnet_fast
 from hrnet_fast.bench.memory import settle_allocator
-from hrnet_fast.bench.timing import median_interval
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
-
-
-def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], iters: int,
-           warmup: int = 2) -> Tuple[float, float, float, Tuple[float, float]]:
-    """(median time of a, median time of b, median of per-pair ratios a/b,
-    95 % confidence interval of that median)."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    ta, tb, ratios = [], [], []
-    for it in range(iters):
-        order = ((fn_a, ta), (fn_b, tb)) if it % 2 == 0 else ((fn_b, tb), (fn_a, ta))
-        for fn, out in order:
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-        ratios.append(ta[-1] / tb[-1])
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios), median_interval(ratios)
+from hrnet_fast.bench.models import randomize_batchnorm
+from hrnet_fast.bench.timing import paired
 
 
 class ExchangeTimer:
@@ -122,7 +93,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     settle_allocator()
-    base = randomize_bn(timm.create_model(args.model, pretrained=False))
+    base = timm.create_model(args.model, pretrained=False)
+    randomize_batchnorm(base)
     fused = hrnet_fast.convert(copy.deepcopy(base), backend=args.backend)
     print(f"# {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, backend={args.backend}")
@@ -143,7 +115,7 @@ def run_eval(base: nn.Module, fused: nn.Module, args: argparse.Namespace) -> Non
         # report the error relative to the output's magnitude
         err = ((fused(x) - want).abs().max() / want.abs().max()).item()
         t_ref, t_fused, ratio, (lo, hi) = paired(lambda: base(x), lambda: fused(x), args.iters)
-    print(f"eval {args.eval_batch}x3x256x192: unconverted {t_ref * 1e3:.1f} ms, converted {t_fused * 1e3:.1f} ms, "
+    print(f"eval {args.eval_batch}x3x256x192: unconverted {t_ref:.1f} ms, converted {t_fused:.1f} ms, "
           f"speedup x{ratio:.3f} (95% CI x{lo:.3f}-x{hi:.3f}; median of {args.iters} paired ratios; "
           f"max |diff| / max |out| {err:.1e})")
 
@@ -165,8 +137,8 @@ def run_train(base: nn.Module, fused: nn.Module, args: argparse.Namespace) -> No
         return run
 
     t_ref, t_fused, ratio, (lo, hi) = paired(step(base), step(fused), args.train_iters, warmup=1)
-    print(f"train step 4x3x256x192 (fwd+bwd): unconverted {t_ref * 1e3:.0f} ms, converted "
-          f"{t_fused * 1e3:.0f} ms, speedup x{ratio:.3f} (95% CI x{lo:.3f}-x{hi:.3f}; median of "
+    print(f"train step 4x3x256x192 (fwd+bwd): unconverted {t_ref:.0f} ms, converted "
+          f"{t_fused:.0f} ms, speedup x{ratio:.3f} (95% CI x{lo:.3f}-x{hi:.3f}; median of "
           f"{args.train_iters} paired ratios)")
 
 

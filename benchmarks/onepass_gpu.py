@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import hrnet_fast
 import hrnet_fast.modules as fused_modules
-from bandwidth import copy_bandwidth  # benchmarks/, this script's own folder
+from hrnet_fast.bench.bandwidth import copy_bandwidth
 from hrnet_fast.bench.config import parse_size
 from hrnet_fast.bench.models import randomize_batchnorm
 from hrnet_fast.bench.runner import device_name

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hrnet_fast  # noqa: E402
 from hrnet_fast.bench.runner import device_name  # noqa: E402
 from hrnet_fast.bench.timing import synchronize, time_call  # noqa: E402
-from bench_shapes import exchange_case  # noqa: E402
+from hrnet_fast.bench.shapes import exchange_case  # noqa: E402
 from onepass_gpu import fused_row, stage4_module  # noqa: E402
 from test_exchange_bench import make_tensors  # noqa: E402
 

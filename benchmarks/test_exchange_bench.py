@@ -1,5 +1,5 @@
 """Forward and backward of hrnet_fast.exchange per backend, against the eager
-reference, at real HRNet shapes (see bench_shapes.py).
+reference, at real HRNet shapes (hrnet_fast.bench.shapes).
 
 Each benchmark reports in extra_info the bytes the op must move and the
 achieved GB/s. On CUDA the timed function synchronises, so pytest-benchmark's
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 import hrnet_fast
-from bench_shapes import ExchangeCase
+from hrnet_fast.bench.shapes import ExchangeCase
 from hrnet_fast.bench.timing import cuda_graph_ms
 
 

@@ -30,9 +30,13 @@ hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w64; created with pretrained=False) or an
 architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64) with --head seg|pose.
 Without --model: on CPU hrnet_w18_small 4x3x256x192, 100 rounds or 60 s; on CUDA
 w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192, eager/fused/compile.
+A model of your own: --model package.module:factory, a zero-argument callable returning the
+nn.Module (importable from the current directory or PYTHONPATH).
 Variants: eager (unconverted), fused (hrnet_fast.convert; on CUDA with --backend auto one
-fused[B] per available GPU backend), fused[B] (a named backend), compile (torch.compile of
-the unconverted model; its first call is reported as compile time)."""
+fused[B] per available GPU backend), fused[B] (a named backend), compile and compile[MODE]
+(torch.compile of the unconverted model; its first call is reported as compile time),
+fused+compile (torch.compile of the converted model), optimized (hrnet_fast.optimize: the
+inference path; its first call is reported too)."""
 
 
 def _size(text: str):
@@ -67,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time an HRNet model eager, fused (hrnet_fast.convert) and torch.compile'd, "
                                    "side by side from one process, in interleaved rounds.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--model", help="timm HRNet name or hrnet_fast architecture (default: per device)")
+    b.add_argument("--model", help="timm HRNet name, hrnet_fast architecture or package.module:factory "
+                                   "(default: per device)")
     b.add_argument("--head", choices=config.HEADS, help="head of an hrnet_fast architecture")
     b.add_argument("--size", type=_size, metavar="HxW", help="input height x width, e.g. 256x192")
     b.add_argument("--batch", type=_positive, metavar="N", help="images per call")
@@ -77,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train", action="store_true", default=None,
                    help="time a training step (forward, loss, backward, SGD step) instead of inference")
     b.add_argument("--variants", type=_variants, metavar="LIST",
-                   help="comma-separated: eager,fused,compile or fused[BACKEND] "
-                        "(default: eager,fused on CPU; eager,fused,compile on CUDA)")
+                   help="comma-separated: eager, fused[BACKEND], compile[MODE], fused[BACKEND]+compile[MODE], "
+                        "optimized[BACKEND] (default: eager,fused on CPU; eager,fused,compile on CUDA)")
     b.add_argument("--backend", choices=config.BACKEND_CHOICES, help="backend of the fused variant (default auto)")
     b.add_argument("--iters", type=_positive, metavar="N", help="timed paired rounds")
     b.add_argument("--warmup", type=_positive, metavar="N", help="warm-up rounds, the compiling one included")
@@ -109,7 +114,7 @@ def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         if args.head is not None:
             parser.error("--head needs --model (an hrnet_fast architecture)")
         return _explicit_iters([config.with_overrides(c, **overrides) for c in defaults], args)
-    if args.head is not None and args.model not in config.OWN_ARCHS:
+    if args.head is not None and args.model not in config.OWN_ARCHS and not config.is_user_model(args.model):
         parser.error(f"--head applies to hrnet_fast architectures ({', '.join(config.OWN_ARCHS)}), "
                      f"not to {args.model!r}")
     try:

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import hrnet_fast
 from hrnet_fast import cli
 from hrnet_fast.bench import config, reporting, timing
 
@@ -172,3 +173,39 @@ def test_timing_helpers():
     assert calls == ["a", "b", "b", "a"] and all(len(v) == 2 for v in samples.values())
     late = timing.paired_rounds({"a": lambda: None}, 50, "cpu", deadline=0.0, min_rounds=3)
     assert len(late["a"]) == 3  # past the deadline: stops once the minimum is done
+
+
+def test_variant_grammar():
+    assert config.parse_variants("eager,fused+compile,compile[max-autotune],optimized[cpu]") == \
+        ["eager", "fused+compile", "compile[max-autotune]", "optimized[cpu]"]
+    for bad in ("compile[fast]", "fused[gpu]", "optimized+compile", "eagre"):
+        with pytest.raises(ValueError, match="unknown variant"):
+            config.parse_variants(bad)
+    assert [config.compile_mode(v) for v in ("compile", "fused+compile", "compile[max-autotune]", "fused",
+                                             "optimized")] == ["default", "default", "max-autotune", None, None]
+    assert config.fused_backend("optimized[cuda]") == "cuda" and config.fused_backend("fused[cpu]+compile") == "cpu"
+    assert config.expand_variants(["optimized", "fused+compile"], "cpu", "cpu", {}) == \
+        ["eager", "optimized[cpu]", "fused[cpu]+compile"]
+
+
+def test_paired_and_host_time_helpers():
+    r = timing.paired(lambda: sum(range(2000)), lambda: sum(range(10)), 15)
+    assert r.a_ms > r.b_ms > 0 and r.ratio > 1 and r.interval[0] <= r.ratio <= r.interval[1]
+    assert timing.host_us_per_call(lambda: None, calls=10, device="cpu") >= 0
+
+
+def test_a_users_own_model(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    mod = tmp_path / "my_hrnet_factory.py"
+    mod.write_text("import hrnet_fast\n\ndef build():\n    return hrnet_fast.models.create('w18_small_v1', 'pose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out.json"
+    rc = cli.main(["bench", "--device", "cpu", "--model", "my_hrnet_factory:build", "--size", "64x64", "--batch",
+                   "1", "--iters", "2", "--warmup", "1", "--no-progress", "--variants", "eager,fused",
+                   "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "my_hrnet_factory:build"
+    assert [r["variant"] for r in doc["results"]] == ["eager", "fused"]
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--device", "cpu", "--model", "my_hrnet_factory:nope", "--no-progress"])

@@ -7,13 +7,18 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..models import HEADS  # noqa: F401  re-exported: the heads an architecture takes
+from ..models.configs import ARCHS
+
 #: Own architectures (hrnet_fast.models.create); they need a head.
-OWN_ARCHS: Tuple[str, ...] = ("w18_small_v1", "w18_small_v2", "w18", "w32", "w48", "w64")
-HEADS: Tuple[str, ...] = ("seg", "pose")
+OWN_ARCHS: Tuple[str, ...] = tuple(ARCHS)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BASE_VARIANTS: Tuple[str, ...] = ("eager", "fused", "compile")
+BASE_VARIANTS: Tuple[str, ...] = ("eager", "fused", "compile", "fused+compile", "optimized")
 BACKEND_CHOICES: Tuple[str, ...] = ("auto", "cpu", "cuda", "triton", "reference")
-_VARIANT_RE = re.compile(r"^(eager|compile|fused(?:\[(auto|cpu|cuda|triton|reference)\])?)$")
+COMPILE_MODES: Tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_BACKEND = r"(?:\[(?:auto|cpu|cuda|triton|reference)\])?"
+_MODE = r"(?:\[(?:" + "|".join(COMPILE_MODES) + r")\])?"
+_VARIANT_RE = re.compile(rf"^(eager|compile{_MODE}|fused{_BACKEND}|fused{_BACKEND}\+compile{_MODE}|optimized{_BACKEND})$")
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,9 @@ def parse_variants(text: str) -> List[str]:
         if not item:
             continue
         if not _VARIANT_RE.match(item):
-            raise ValueError(f"unknown variant {item!r}: expected eager, fused, fused[BACKEND] or compile "
-                             f"(BACKEND one of auto, cpu, cuda, triton, reference)")
+            raise ValueError(f"unknown variant {item!r}: expected eager, fused[BACKEND], compile[MODE], "
+                             f"fused[BACKEND]+compile[MODE] or optimized[BACKEND] ([...] optional; BACKEND one of "
+                             f"{', '.join(BACKEND_CHOICES)}; MODE one of {', '.join(COMPILE_MODES)})")
         if item not in out:
             out.append(item)
     if not out:
@@ -105,8 +111,9 @@ def expand_variants(variants: Sequence[str], backend: str, device: str,
     A plain "fused" becomes "fused[<backend>]". With backend "auto" on CUDA
     it becomes one fused variant per available GPU backend (triton, cuda),
     so one run compares them; on the CPU "auto" stays "fused" (convert
-    picks the CPU kernel). "eager" always comes first: the others are
-    compared against it.
+    picks the CPU kernel). "optimized" and "fused+compile" take the
+    backend the same way when one is named. "eager" always comes first:
+    the others are compared against it.
     """
     if available is None:
         import hrnet_fast
@@ -121,6 +128,8 @@ def expand_variants(variants: Sequence[str], backend: str, device: str,
                 names = [f"fused[{b}]" for b in ("triton", "cuda") if available.get(b)] or ["fused"]
             else:
                 names = ["fused"]
+        elif v in ("optimized", "fused+compile") and backend != "auto":
+            names = [v.replace(v.split("+")[0], f"{v.split('+')[0]}[{backend}]", 1)]
         else:
             names = [v]
         out.extend(n for n in names if n not in out)
@@ -128,9 +137,25 @@ def expand_variants(variants: Sequence[str], backend: str, device: str,
 
 
 def fused_backend(variant: str, default: str = "auto") -> str:
-    """The backend a fused variant name asks for ("fused[triton]" -> "triton")."""
-    m = re.fullmatch(r"fused\[(\w+)\]", variant)
+    """The backend a fused or optimized variant asks for ("fused[triton]" ->
+    "triton")."""
+    m = re.match(r"(?:fused|optimized)\[(\w+)\]", variant)
     return m.group(1) if m else default
+
+
+def compile_mode(variant: str) -> Optional[str]:
+    """The torch.compile mode a variant asks for: None when it does not
+    compile, "default" unless named ("compile[max-autotune]")."""
+    m = re.search(r"compile(?:\[([\w-]+)\])?$", variant)
+    if m is None:
+        return None
+    return m.group(1) or "default"
+
+
+def is_user_model(model: str) -> bool:
+    """A `package.module:factory` model: a zero-argument callable that
+    returns the nn.Module to time."""
+    return ":" in model
 
 
 #: On CPU: about a minute on 2 cores, setup included; on a busy machine the

@@ -6,7 +6,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from .config import HEADS, OWN_ARCHS, Case
+from .config import HEADS, OWN_ARCHS, Case, is_user_model
 
 
 def timm_hrnet_names() -> List[str]:
@@ -18,9 +18,31 @@ def timm_hrnet_names() -> List[str]:
     return sorted(timm.list_models("hrnet*"))
 
 
+def user_factory(model: str):
+    """The zero-argument callable named by `package.module:factory`."""
+    import importlib
+
+    module, _, name = model.partition(":")
+    try:
+        factory = importlib.import_module(module)
+        for part in name.split("."):
+            factory = getattr(factory, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"model {model!r}: cannot load {name!r} from module {module!r} ({exc})") from exc
+    if not callable(factory):
+        raise ValueError(f"model {model!r}: {name!r} is not callable")
+    return factory
+
+
 def check_model_name(model: str, head: Optional[str]) -> None:
     """Raise ValueError with the valid choices when `model`/`head` are not a
-    timm HRNet name or an own architecture with a head."""
+    timm HRNet name, an own architecture with a head, or a
+    `package.module:factory`."""
+    if is_user_model(model):
+        if head is not None:
+            raise ValueError(f"--head applies to hrnet_fast architectures, not to {model!r}")
+        user_factory(model)
+        return
     if model in OWN_ARCHS:
         if head not in HEADS:
             raise ValueError(f"model {model!r} is an hrnet_fast architecture and needs --head seg or --head pose")
@@ -32,8 +54,8 @@ def check_model_name(model: str, head: Optional[str]) -> None:
         if model in names:
             return
     timm_names = ", ".join(timm_hrnet_names()) or "(timm not installed)"
-    raise ValueError(f"unknown model {model!r}: expected a timm HRNet name ({timm_names}) or an hrnet_fast "
-                     f"architecture ({', '.join(OWN_ARCHS)}) with --head seg|pose")
+    raise ValueError(f"unknown model {model!r}: expected a timm HRNet name ({timm_names}), an hrnet_fast "
+                     f"architecture ({', '.join(OWN_ARCHS)}) with --head seg|pose, or package.module:factory")
 
 
 def build_model(case: Case) -> nn.Module:
@@ -43,7 +65,11 @@ def build_model(case: Case) -> nn.Module:
     default 0/1 values."""
     check_model_name(case.model, case.head)
     torch.manual_seed(case.seed)
-    if case.model in OWN_ARCHS:
+    if is_user_model(case.model):
+        model = user_factory(case.model)()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model {case.model!r}: the factory returned {type(model).__name__}, not an nn.Module")
+    elif case.model in OWN_ARCHS:
         try:
             from hrnet_fast import models as own_models
             create = own_models.create

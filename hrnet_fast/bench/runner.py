@@ -2,10 +2,12 @@
 up, time paired rounds, measure peak memory and the error against eager.
 
 Variants:
-    eager          the model as built (unconverted)
-    fused[B]       hrnet_fast.convert(copy, backend=B)
-    fused          hrnet_fast.convert(copy, backend=case.backend)
-    compile        torch.compile(copy) of the unconverted model
+    eager             the model as built (unconverted)
+    fused[B]          hrnet_fast.convert(copy, backend=B)
+    fused             hrnet_fast.convert(copy, backend=case.backend)
+    compile[M]        torch.compile(copy, mode=M) of the unconverted model
+    fused[B]+compile  torch.compile of the converted model
+    optimized[B]      hrnet_fast.optimize(copy, example_input, backend=B)
 
 Every variant gets its own deep copy of one freshly built model, so all
 start from the same weights; in train mode each has its own SGD optimizer,
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from . import memory, timing
-from .config import Case, expand_variants, fused_backend
+from .config import Case, compile_mode, expand_variants, fused_backend
 from .models import build_model, make_input, place
 from .progress import Progress
 
@@ -93,12 +95,21 @@ def _convert(model: nn.Module, backend: str) -> nn.Module:
     return convert(model, backend=backend)
 
 
-def _prepare(name: str, base: nn.Module, case: Case) -> nn.Module:
+def _prepare(name: str, base: nn.Module, case: Case, x: Tensor) -> nn.Module:
     model = place(copy.deepcopy(base), case)
+    if name.startswith("optimized"):
+        import hrnet_fast
+
+        if not hasattr(hrnet_fast, "optimize"):
+            raise VariantError("the optimized variant needs hrnet_fast.optimize, which this build does not have")
+        if case.train:
+            raise VariantError("optimized is an inference path; it cannot time a training step")
+        return hrnet_fast.optimize(model, x, backend=fused_backend(name, case.backend))
     if name.startswith("fused"):
-        return _convert(model, fused_backend(name, case.backend))
-    if name == "compile":
-        return torch.compile(model)
+        model = _convert(model, fused_backend(name, case.backend))
+    mode = compile_mode(name)
+    if mode is not None:
+        return torch.compile(model, mode=None if mode == "default" else mode)
     return model
 
 
@@ -166,8 +177,8 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
     names = expand_variants(case.variants, case.backend, case.device)
     base = build_model(case)
     x = make_input(case)
-    variants: Dict[str, Variant] = {n: Variant(n, backend=fused_backend(n, case.backend) if n.startswith("fused")
-                                               else None) for n in names}
+    variants: Dict[str, Variant] = {n: Variant(n, backend=fused_backend(n, case.backend)
+                                               if n.startswith(("fused", "optimized")) else None) for n in names}
     n = len(names)
     interrupted = False
     warm_rounds = max(case.warmup - 1, 1)
@@ -179,7 +190,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             v = variants[name]
             bar.describe(f"{case.model}: first call of {name}")
             try:
-                model = _prepare(name, base, case)
+                model = _prepare(name, base, case, x)
                 v.step = make_step(model, x, case.train)
                 timing.synchronize(case.device)
                 t0 = time.perf_counter()
@@ -251,7 +262,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             "speedup_vs_eager": eager_median / stats["median_ms"],
             "speedup_paired": timing.paired_speedup(samples["eager"], samples[name]),
             "throughput_img_s": case.batch * 1e3 / stats["median_ms"],
-            "compile_s": v.first_call_s if name == "compile" else None,
+            "compile_s": v.first_call_s if compile_mode(name) is not None else None,
             "first_call_s": v.first_call_s,
             "backend": v.backend,
             "samples": len(samples[name]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -70,6 +70,43 @@ def paired_rounds(steps: Mapping[str, Callable[[], Any]], rounds: int, device: s
             if on_call is not None:
                 on_call()
     return samples
+
+
+class Paired(NamedTuple):
+    """Two calls timed in paired rounds: median milliseconds of each, the
+    median of the per-round ratios a / b and its 95 % interval."""
+    a_ms: float
+    b_ms: float
+    ratio: float
+    interval: Tuple[float, float]
+
+
+def paired(a: Callable[[], Any], b: Callable[[], Any], iters: int, device: str = "cpu", warmup: int = 3) -> Paired:
+    """`a` against `b` in `iters` paired rounds (paired_rounds) after
+    `warmup` untimed calls of each."""
+    for _ in range(warmup):
+        a()
+        b()
+    synchronize(device)
+    ms = paired_rounds({"a": a, "b": b}, iters, device)
+    ratios = [x / y for x, y in zip(ms["a"], ms["b"]) if y > 0]
+    return Paired(statistics.median(ms["a"]), statistics.median(ms["b"]), statistics.median(ratios),
+                  median_interval(ratios))
+
+
+def host_us_per_call(fn: Callable[[], Any], calls: int = 200, device: str = "cuda") -> float:
+    """Host time per call in microseconds: `calls` back-to-back calls with
+    no synchronisation between them (the device queue absorbs the
+    kernels), timed on the host clock, then one synchronisation outside
+    the timed region. What the caller's thread pays per call."""
+    fn()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - t0
+    synchronize(device)
+    return elapsed / calls * 1e6
 
 
 def percentile(values: Sequence[float], q: float) -> float:

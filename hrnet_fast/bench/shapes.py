@@ -1,4 +1,4 @@
-"""Real HRNet exchange shapes for the microbenchmarks.
+"""Real HRNet exchange shapes, for the exchange benchmarks.
 
 Branch k of an HRNet with width C has C*2^k channels at 1/4/2^k of the input
 resolution. In a stage with n branches, output branch i sums n terms, all
