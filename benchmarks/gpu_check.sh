@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command for a borrowed GPU machine (make gpu-check): build, test and
-# benchmark hrnet_fast in a single call of about 8.5 minutes, leaving a report
-# (run(command="make gpu-check", timeout_s=560) leaves a 15-minute lease some
-# room for a start and a short rerun of chosen steps: GPU_CHECK_STEPS).
+# benchmark hrnet_fast in a single call of at most 6 minutes, build included,
+# leaving a report (run(command="make gpu-check", timeout_s=380) leaves a
+# 15-minute lease room for a start and a full rerun).
 #
 #   bash benchmarks/gpu_check.sh          # from the repository root
 #
@@ -12,20 +12,20 @@
 #   build      pip install --no-build-isolation --no-deps -e . (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16)
 #   info       build_info(), nvidia-smi -L, versions
 #   bandwidth  device-to-device copy bandwidth (benchmarks/bandwidth.py)
-#   gpu_tests  pytest tests/gpu -q, but the compute-sanitizer test
-#   profile    benchmarks/profile_gpu.py: torch.profiler tables of the CUDA backend (optional)
-#   bench_w48_seg  hrnet-fast bench, W48 seg 1x3x1024x2048 (eager, fused)
-#   onepass    benchmarks/onepass_gpu.py: W48 stage-4 rows with conv terms, bf16 channels_last
-#   microbench pytest benchmarks --benchmark-only, full grid (W48 seg stage 4 first), bf16 channels_last
-#   sanitizer_tuned  the compute-sanitizer memcheck test and the tuned Triton first call
-#   then, while time is left: bench_w48_seg_compile, bench_w32_pose, bench_w48_seg_bf16, cpu_tests
+#   gpu_tests  pytest tests/gpu -x, but the compute-sanitizer test
+#   exchange   benchmarks/exchange_gpu.py: the op (W48 seg stage-4 branches 0 and 3, nearest and
+#              bilinear, forward and backward; eager, torch.compile, cuda, triton) and the stage-4
+#              rows with conv terms; profiler kernel time and launches, CUDA-graph replay, host time
+#   models     hrnet-fast bench: W48 seg 1x3x1024x2048 and W32 pose 1x3x256x192 and 32x3x256x192,
+#              bf16 channels_last, eager / fused / optimized
+#   then, with GPU_CHECK_FULL=1 or while time is left: sanitizer (compute-sanitizer memcheck),
+#   compile_max (the models against torch.compile(mode="max-autotune"), minutes of compiling),
+#   cpu_tests
 #
 # Report: $OUT when set, else benchmarks/results/<date>-<gpu>/ -- at most 8
 # files (the device tool returns no more): gpu_check.log, summary.md,
-# bench_w48_seg.json, onepass.json, bench.png, microbench.json
-# (pytest-benchmark), microbench.jsonl (one line per case, written as it
-# runs), aux.tar.gz (step table, build_info, bandwidth, nvidia-smi, per-case
-# plots, the profile tables, the optional pose and bf16 cases).
+# exchange_gpu.json, bench.png, aux.tar.gz (step table, build_info,
+# bandwidth, nvidia-smi, the model benchmarks' and the optional steps' JSON).
 #
 # Failure: the first broken step is named in a banner, at the top of
 # summary.md and in the exit status (1; 2 when no GPU). A failed build or a
@@ -33,20 +33,20 @@
 # steps still run, so one failing test does not cost the benchmark figures
 # of a scarce GPU run (STOP_ON_FAIL=1 stops at the first failure instead).
 #
-# Knobs: GPU_CHECK_BUDGET_S (total seconds, default 500), STOP_ON_FAIL,
+# Knobs: GPU_CHECK_BUDGET_S (total seconds, default 350), STOP_ON_FAIL,
 # PYTHON (default python3), SKIP_BUILD=1 (use an existing build),
 # GPU_CHECK_STEPS="build gpu_tests ..." (run only these steps, e.g. a rerun
 # after a fix), GPU_TESTS (what gpu_tests runs, default tests/gpu),
-# BENCH_VARIANTS (the W48 seg model bench's variants; "fused" is backend auto).
+# GPU_CHECK_FULL=1 (the optional steps too, with a budget of 900 s).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET_S:-500}
+FULL=${GPU_CHECK_FULL:-0}
+BUDGET=${GPU_CHECK_BUDGET_S:-$([ "$FULL" = 1 ] && echo 900 || echo 350)}
 STOP_ON_FAIL=${STOP_ON_FAIL:-0}
 ONLY=$(printf '%s' "${GPU_CHECK_STEPS:-}" | tr ',' ' ')
 GPU_TESTS=${GPU_TESTS:-tests/gpu}
-BENCH_VARIANTS=${BENCH_VARIANTS:-eager,fused}
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 RESERVE=20  # seconds kept for the summary at the end
@@ -141,7 +141,7 @@ sys.path.insert(0, os.getcwd())
 from hrnet_fast.bench import plotting, reporting
 d = sys.argv[1]
 reps = []
-for p in sorted(glob.glob(os.path.join(d, "bench_*.json"))):
+for p in sorted(glob.glob(os.path.join(d, "aux", "bench_*.json"))):
     try:
         doc = json.load(open(p))
     except Exception:
@@ -171,14 +171,14 @@ EOF
 # --- build ------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
     record build "skipped (SKIP_BUILD=1)" 0
-elif ! run_step build 150 365 0 "command -v nvcc && nvcc --version | tail -n 2; \
+elif ! run_step build 150 190 0 "command -v nvcc && nvcc --version | tail -n 2; \
         TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 $PY -m pip install --no-build-isolation --no-deps -e ."; then
     STOPPED=build
     finish
 fi
 
 # --- info -------------------------------------------------------------------
-run_step info 30 360 0 "nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
+run_step info 30 185 0 "nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
     --format=csv | tee '$AUX/nvidia-smi.txt'; $PY -c \"
 import json, torch, hrnet_fast
 info = hrnet_fast.build_info()
@@ -195,46 +195,34 @@ if not info.get('extension_loaded'):
 \""
 
 # --- copy bandwidth ---------------------------------------------------------
-run_step bandwidth 30 355 0 "$PY benchmarks/bandwidth.py --device cuda --gib 2 --json '$AUX/bandwidth.json'"
+run_step bandwidth 20 180 0 "$PY benchmarks/bandwidth.py --device cuda --gib 2 --json '$AUX/bandwidth.json'"
 
 # --- GPU tests --------------------------------------------------------------
-# compute-sanitizer runs python and torch under instrumentation: its own step
-# after the benchmarks, so it cannot starve the rest. Triton compiles one
-# config per shape here (HRNET_FAST_TRITON_AUTOTUNE=0): tuning every test
-# shape cost about 4 s per test; the tuned first call has its own step too.
-run_step gpu_tests 150 235 0 "HRNET_FAST_TRITON_AUTOTUNE=0 $PY -m pytest $GPU_TESTS -v -p no:cacheprovider -rfEs -k 'not compute_sanitizer' \
+# compute-sanitizer runs python and torch under instrumentation: its own
+# optional step at the end.
+run_step gpu_tests 90 100 0 "$PY -m pytest $GPU_TESTS -x -q -p no:cacheprovider -rfEs -k 'not compute_sanitizer' \
     --junitxml '$AUX/gpu_tests.xml'"
 
-# --- where the CUDA backend's time goes (optional, ~20 s) ---------------------
-run_step profile 30 210 1 "$PY benchmarks/profile_gpu.py --out '$AUX/profile.txt'"
+# --- the op and the rows with conv terms (issues 14, 16) ----------------------
+run_step exchange 60 45 0 "$PY benchmarks/exchange_gpu.py --json '$REPORT/exchange_gpu.json'"
 
-# --- model benchmark (the main job), the one-pass rows, microbenchmarks ------
-BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --backend auto"
-run_step bench_w48_seg 60 170 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 30 \
-    --variants '$BENCH_VARIANTS' \
-    --time-budget \$((STEP_T - 25)) --json '$REPORT/bench_w48_seg.json' --plot '$AUX/bench_w48_seg.png'"
-run_step onepass 90 100 0 "$PY benchmarks/onepass_gpu.py --time-budget \$((STEP_T - 30)) --json '$REPORT/onepass.json'"
-if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
-    run_step microbench 75 40 0 "$PY -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
-        --exchange-grid full --exchange-compile --benchmark-json '$REPORT/microbench.json' \
-        --exchange-log '$REPORT/microbench.jsonl' --benchmark-columns=median,iqr,rounds --benchmark-sort=name"
-else
-    say "gpu_check: pytest-benchmark is not installed here: microbenchmarks SKIPPED"
-    record microbench "skipped (pytest-benchmark not installed)" 0
+# --- whole models (issue 15) ------------------------------------------------------
+BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --dtype bfloat16 --channels-last"
+run_step models 45 0 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
+        --variants eager,fused,optimized --time-budget 14 --json '$AUX/bench_w48_seg.json' && \
+    $BENCH --model w32 --head pose --size 256x192 --batch 1 --iters 30 --variants eager,fused,optimized \
+        --time-budget 10 --json '$AUX/bench_w32_pose_b1.json' && \
+    $BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 20 --variants eager,fused,optimized \
+        --time-budget 10 --json '$AUX/bench_w32_pose_b32.json'"
+
+# --- optional, with GPU_CHECK_FULL=1 or while time is left ---------------------
+run_step sanitizer 60 0 1 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k compute_sanitizer"
+if [ "$FULL" = 1 ]; then
+    run_step compile_max 400 0 1 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 20 \
+            --variants eager,optimized,compile[max-autotune] --json '$AUX/bench_compile_w32_pose_b32.json'; \
+        $PY benchmarks/exchange_gpu.py --sections rows --compile-mode max-autotune \
+            --json '$AUX/exchange_rows_max_autotune.json'"
+    run_step cpu_tests 120 0 1 "$PY -m pytest tests -q -x -p no:cacheprovider --ignore=tests/gpu"
 fi
-
-run_step sanitizer_tuned 60 0 0 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs \
-    -k 'compute_sanitizer or first_call_tunes'"
-
-# --- optional, while time is left -------------------------------------------
-# torch.compile of the whole W48 model: its compile alone outlasted a 98 s step.
-run_step bench_w48_seg_compile 150 0 1 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
-    --variants eager,fused,compile --time-budget \$((STEP_T - 20)) --json '$AUX/bench_w48_seg_compile.json'"
-run_step bench_w32_pose 60 0 1 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 30 \
-    --variants eager,fused,compile --time-budget \$((STEP_T - 20)) --json '$AUX/bench_w32_pose.json'"
-run_step bench_w48_seg_bf16 60 0 1 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
-    --dtype bfloat16 --channels-last --variants eager,fused --time-budget \$((STEP_T - 20)) \
-    --json '$AUX/bench_w48_seg_bf16_cl.json'"
-run_step cpu_tests 90 0 1 "$PY -m pytest tests -q -x -p no:cacheprovider --ignore=tests/gpu"
 
 finish

@@ -7,9 +7,8 @@ step leaves a gap, which the summary names):
     steps.tsv          step, status, seconds (written by gpu_check.sh)
     build_info.json    hrnet_fast.build_info()
     bandwidth.json     benchmarks/bandwidth.py
-    microbench.jsonl   one line per microbenchmark (benchmarks/test_exchange_bench.py)
     bench_*.json       hrnet-fast bench --json
-    onepass.json       benchmarks/onepass_gpu.py --json
+    exchange_gpu.json  benchmarks/exchange_gpu.py --json
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import glob
 import json
 import os
 import sys
-from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -45,81 +43,62 @@ def _steps(report_dir: str) -> List[List[str]]:
         return []
 
 
-def microbench_section(lines: List[Dict[str, Any]], copy_gbps: Optional[float]) -> List[str]:
-    """Markdown tables of the microbenchmarks, one row per case and
-    direction, one column group per backend."""
-    if not lines:
-        return ["No microbenchmark results (step failed, was skipped or timed out)."]
-    by_key: Dict[tuple, Dict[str, Dict[str, Any]]] = defaultdict(dict)
-    for r in lines:
-        by_key[(r["case"], r["direction"])][r["backend"]] = r
-    backends = [b for b in ("reference", "compile", "triton", "cuda", "cpu") if any(b in v for v in by_key.values())]
-    first = lines[0]
-    out = [f"dtype {first['dtype']}, channels_last {first['channels_last']}; time = device-side median "
-           f"(triton do_bench, L2 flushed) on CUDA; GB/s from the bytes the op must move (forward: read every "
-           f"input, write the output; backward: read grad, output and inputs, write input grads); "
-           f"'graph': the forward replayed from a CUDA graph, the kernels' time without launch costs "
-           f"(L2 not flushed between replays)"
-           + (f"; % = fraction of the measured copy bandwidth {copy_gbps:.0f} GB/s" if copy_gbps else "") + ".", ""]
-    head = ["case", "dir", "MB"]
-    for b in backends:
-        head += [f"{b} us", f"{b} GB/s" + (" (%)" if copy_gbps else "")]
-        if b != "reference":
-            head.append(f"{b} vs ref")
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (case, direction), per in by_key.items():
-        any_r = next(iter(per.values()))
-        row = [case, "fwd" if direction == "forward" else "bwd", f"{any_r['bytes'] / 1e6:.1f}"]
-        ref = per.get("reference")
-        for b in backends:
-            r = per.get(b)
-            if r is None or r.get("device_ms") is None:
-                row += ["-", "-"] + ([] if b == "reference" else ["-"])
-                continue
-            gbps, graph = r["gbps"], r.get("graph_gbps")
-            frac = f" ({100 * gbps / copy_gbps:.0f}%)" if copy_gbps else ""
-            cell = f"{gbps:.3g}{frac}"
-            if graph:
-                cell += f"; graph {graph:.3g}" + (f" ({100 * graph / copy_gbps:.0f}%)" if copy_gbps else "")
-            row += [f"{r['device_ms'] * 1e3:.1f}", cell]
-            if b != "reference":
-                ok = ref is not None and ref.get("device_ms")
-                row.append(f"{ref['device_ms'] / r['device_ms']:.2f}x" if ok else "-")
-        out.append("| " + " | ".join(row) + " |")
-    bad = [f"{r['case']} {r['backend']} {r['direction']}: {r['rel_err_vs_reference']:.1e}" for r in lines
-           if r.get("rel_err_vs_reference") is not None and r["rel_err_vs_reference"] > 2e-2]
-    out += ["", "Relative error against the reference above 2e-2: " + ("; ".join(bad) if bad else "none") + "."]
-    return out
+def _cell(r: Optional[Dict[str, Any]]) -> str:
+    if r is None:
+        return "-"
+    if r.get("error"):
+        return "error"
+    parts = []
+    if r.get("kernel_us") is not None:
+        parts.append(f"{r['kernel_us']:.1f} us / {r['kernels']:.0f} k")
+    if r.get("of_copy") is not None:
+        parts.append(f"{100 * r['of_copy']:.0f}% bw")
+    if r.get("graph_us") is not None:
+        parts.append(f"graph {r['graph_us']:.1f}")
+    if r.get("host_us") is not None:
+        parts.append(f"host {r['host_us']:.1f}")
+    return "; ".join(parts) or "-"
 
 
-def onepass_section(doc: Optional[Dict[str, Any]]) -> List[str]:
-    """One table per output branch of benchmarks/onepass_gpu.py."""
-    if not doc or not doc.get("branches"):
-        return ["No one-pass results (step failed, was skipped or timed out)."]
-    a, caps = doc["args"], doc.get("ceilings") or {}
-    out = [f"{doc['device']}, {a['arch']} stage 4 at {a['size']} input, batch {a['batch']}, {a['dtype']}, "
-           f"{'NCHW' if a['nchw'] else 'channels_last'}, compile mode {a['compile_mode']}, "
-           f"cudnn.benchmark {not a.get('no_cudnn_benchmark', True)}"
-           + (f"; ceilings: copy {caps['copy_gbps']:.0f} GB/s, matmul {caps['matmul_tflops']:.0f} TFLOP/s"
-              if caps else "") + ".", ""]
-    for b in doc["branches"]:
-        out += [f"Output branch {b['branch']} ({b['channels']} ch, {b['out_hw'][0]}x{b['out_hw'][1]}), "
-                f"{b['rounds']} rounds" + (f", compile took {b['compile_s']:.0f} s" if b.get("compile_s") else "")
-                + ":", "", "| variant | us | vs eager | vs compile | rel. err vs fp32 | kernel work |",
-                "|---|---|---|---|---|---|"]
-        for name, ms in b["median_ms"].items():
-            work = ""
-            if name.startswith("kernel-"):
-                w = b["kernel_work"][name[len("kernel-"):]]
-                work = (f"graph replay {w['graph_ms'] * 1e3:.1f} us, " if w.get("graph_ms") else "") + \
-                    f"{w['bytes'] / 1e6:.1f} MB, {w['flops'] / 1e9:.1f} GFLOP, {w['conv_terms']} conv terms on " \
-                       f"{w['resolved']}" + (f", {100 * w['fraction_of_bound']:.0f}% of bound"
-                                             if "fraction_of_bound" in w else "")
-            vs_e, vs_c = b["speedup_vs_eager"].get(name), b.get("speedup_vs_compile", {}).get(name)
-            err = b["rel_err_vs_fp32"].get(name)
-            out.append(f"| {name} | {ms * 1e3:.1f} | {f'{vs_e:.2f}x' if vs_e else '-'} | "
-                       f"{f'{vs_c:.2f}x' if vs_c else '-'} | {f'{err:.1e}' if err is not None else '-'} | {work} |")
-        out += [f"- {k}: {v}" for k, v in b.get("errors", {}).items()] + [""]
+def exchange_section(doc: Optional[Dict[str, Any]]) -> List[str]:
+    """The op tables (issue 14) and the rows with conv terms (issue 16) of
+    benchmarks/exchange_gpu.py."""
+    if not doc:
+        return ["No exchange results (step failed, was skipped or timed out)."]
+    out = [f"{doc['device']}, torch {doc['torch']}, {doc['dtype']}, channels_last; copy bandwidth "
+           f"{doc.get('copy_gbps') or 0:.0f} GB/s; matmul peak {doc.get('matmul_tflops') or 0:.0f} TFLOP/s. "
+           f"Cells: kernel time per call from the profiler / kernels per call; % of copy bandwidth for the bytes "
+           f"the op must move; CUDA-graph replay us; host us per call (200 calls, no sync).", ""]
+    ops = doc.get("ops") or []
+    variants = [v for v in ("eager", "compile", "cuda", "triton") if any(r["variant"] == v for r in ops)]
+    if ops:
+        out += ["| case | mode | dir | MB | " + " | ".join(variants) + " | cuda vs eager | cuda vs compile | "
+                "triton vs cuda |", "|" + "---|" * (4 + len(variants) + 3)]
+        keys = []
+        for r in ops:
+            k = (r["case"], r["mode"], r["direction"])
+            if k not in keys:
+                keys.append(k)
+        for k in keys:
+            per = {r["variant"]: r for r in ops if (r["case"], r["mode"], r["direction"]) == k}
+            mb = next(iter(per.values()))["bytes"] / 1e6
+
+            def ratio(a: str, b: str) -> str:
+                x, y = per.get(a, {}).get("kernel_us"), per.get(b, {}).get("kernel_us")
+                return f"{x / y:.2f}x" if x and y else "-"
+            out.append(f"| {k[0]} | {k[1]} | {k[2][:3]} | {mb:.1f} | " + " | ".join(_cell(per.get(v)) for v in variants)
+                       + f" | {ratio('eager', 'cuda')} | {ratio('compile', 'cuda')} | {ratio('cuda', 'triton')} |")
+        errors = [f"{r['case']} {r['mode']} {r['direction']} {r['variant']}: {r['error']}" for r in ops
+                  if r.get("error")]
+        out += [""] + [f"- {e}" for e in errors]
+    rows = doc.get("rows") or []
+    if rows:
+        out += ["", "Stage-4 rows with conv terms (tail = last chain convs + exchange; row = the whole row):", "",
+                "| row | variant | cell | TFLOP/s | rel. err vs eager |", "|---|---|---|---|---|"]
+        for r in rows:
+            tf = f"{r['tflops']:.0f}" if r.get("tflops") else "-"
+            err = f"{r['rel_err_vs_eager']:.1e}" if r.get("rel_err_vs_eager") is not None else "-"
+            out.append(f"| {r['row']} | {r['variant']} | {_cell(r)} | {tf} | {err} |")
     return out
 
 
@@ -155,16 +134,8 @@ def summarize(report_dir: str) -> str:
             out += [f"### {reporting.title(rep)}", "", reporting.markdown_table(rep), "",
                     reporting.footnote(rep) + "; bandwidth fraction: not defined for whole models", ""]
             out += [f"- {line}" for line in reporting.failures(rep)]
-    out += ["", "## One-pass exchange rows (conv terms in the kernel)", ""]
-    out += onepass_section(_load(os.path.join(report_dir, "onepass.json")))
-    out += ["", "## Exchange microbenchmarks", ""]
-    lines = []
-    try:
-        with open(os.path.join(report_dir, "microbench.jsonl")) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError):
-        pass
-    out += microbench_section(lines, copy_gbps)
+    out += ["", "## The exchange op and the rows with conv terms", ""]
+    out += exchange_section(_load(_find(report_dir, "exchange_gpu.json")))
     return "\n".join(out) + "\n"
 
 

@@ -39,3 +39,26 @@ def copy_bandwidth(device: str, gib: float = 2.0, reps: int = 20, warmup: int = 
             "median_ms": med, "best_ms": min(times_ms),
             "gbps_read_plus_write": 2 * nbytes / (med * 1e-3) / 1e9,
             "best_gbps_read_plus_write": 2 * nbytes / (min(times_ms) * 1e-3) / 1e9}
+
+
+def matmul_tflops(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, n: int = 8192, reps: int = 10) -> float:
+    """Measured dense matmul rate (TFLOP/s) of an n x n x n product: the
+    ceiling a convolution's FLOPs are compared against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times_ms: List[float] = []
+    for i in range(reps + 2):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            a @ b
+            ms = (time.perf_counter() - t0) * 1e3
+        if i >= 2:
+            times_ms.append(ms)
+    return 2 * n ** 3 / (statistics.median(times_ms) * 1e-3) / 1e12
