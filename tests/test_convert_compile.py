@@ -45,3 +45,31 @@ def test_compile_inductor_module():
     with torch.no_grad():
         for p, q in zip(ref([t.clone() for t in xs]), compiled([t.clone() for t in xs])):
             torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-5)
+
+
+def _ops_in_compiled_graph(model, *args):
+    """The ops of the graph torch.compile captures for `model(*args)`."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, backend=capture, fullgraph=True)(*args)
+    return {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
+
+
+@pytest.mark.parametrize("backend,expect_op", [("auto", False), ("cpu", True)])
+def test_compiled_cpu_graph_gets_plain_ops_with_auto(backend, expect_op):
+    # Compiled on the CPU with backend="auto", the exchange is the
+    # definition's plain ops, which Inductor fuses with the neighbouring
+    # convs' epilogues; a named backend keeps its op.
+    _, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose", num_joints=3), dtype=torch.float32,
+                    backend=backend)
+    ops = _ops_in_compiled_graph(fused.eval(), torch.randn(1, 3, 64, 64))
+    # (the argument rules' exchange_check op reads metadata only and
+    # decomposes to nothing)
+    has_op = any("hrnet_fast" in op and "exchange_check" not in op for op in ops)
+    assert has_op == expect_op, sorted(ops)

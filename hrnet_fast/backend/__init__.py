@@ -7,7 +7,8 @@
 
 `choose(name, call)` returns the backend that runs `call`: for "auto" the
 first of AUTO_ORDER whose `not_supported_reasons(call)` is empty (reference
-takes anything, so there always is one); for a name, that backend, or an
+takes anything, so there always is one), except under torch.compile on the
+CPU, where the definition's plain ops fuse better; for a name, that backend, or an
 error listing why it cannot (BackendUnavailable, a RuntimeError, when it
 cannot run here at all; BackendUnsupported, a ValueError, when it cannot
 take this call).
@@ -50,6 +51,12 @@ def choose(name: str, call: ExchangeCall) -> Backend:
     if not call.inputs:
         check_values(call)  # raises: the op needs an input
     x0 = call.inputs[0]
+    compiling = torch.compiler.is_compiling()
+    if name == "auto" and compiling and x0.device.type == "cpu":
+        # Compiled on the CPU, the definition's plain ops let Inductor fuse
+        # the exchange with its neighbours, which the opaque op stops
+        # (benchmarks/RESULTS.md: torch.compile of a converted model).
+        return BACKENDS["reference"]
     key = (name, x0.device.type, x0.dtype, len(call.inputs), len(call.convs))
     hit = _CHOICES.get(key)
     if hit is not None:
@@ -68,7 +75,7 @@ def choose(name: str, call: ExchangeCall) -> Backend:
             error = BackendUnavailable if unavailable is not None else BackendUnsupported
             what = "is unavailable" if unavailable is not None else "cannot take this call"
             raise error(f"hrnet_fast.exchange: backend {name!r} {what}: " + "; ".join(reasons))
-    if not torch.compiler.is_compiling():
+    if not compiling:
         _CHOICES[key] = chosen
     return chosen
 
