@@ -112,13 +112,29 @@ def needs_grad(tensors: List[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def cacheable_now() -> bool:
+    """Whether folds may be kept across calls at all now: not while
+    torch.compile or torch.jit.trace records the model (the fold must be
+    part of what they record)."""
+    return not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
+def _unchanged(old: List[Tensor], new: List[Tensor], stamp: List[int]) -> bool:
+    if len(old) != len(new):
+        return False
+    for k, (a, b) in enumerate(zip(old, new)):
+        if a is not b or a._version != stamp[2 * k] or a.data_ptr() != stamp[2 * k + 1]:
+            return False
+    return True
+
+
 class FoldCache:
     """Folds of (conv, bn) pairs by key, each kept with the tensors it was
-    made from and their storage and version stamps (the one invalidation
+    made from and their version and storage stamps (the one invalidation
     rule above)."""
 
     def __init__(self) -> None:
-        self._entries: Dict[Any, Tuple[List[Tensor], tuple, Tuple[Tensor, Tensor]]] = {}
+        self._entries: Dict[Any, Tuple[List[Tensor], List[int], Any, Tuple[Tensor, Tensor]]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
@@ -126,32 +142,33 @@ class FoldCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Any, conv: nn.Conv2d, bn: nn.Module, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        """The (weight, bias) fold of conv and bn in `dtype`."""
+    def get(self, key: Any, conv: nn.Conv2d, bn: nn.Module, dtype: torch.dtype,
+            cacheable: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+        """The (weight, bias) fold of conv and bn in `dtype`. `cacheable`:
+        cacheable_now(), when the caller has it at hand (it is the same for
+        every fold of one forward)."""
         tensors = fold_tensors(conv, bn)
-        if torch.compiler.is_compiling() or torch.jit.is_tracing() or needs_grad(tensors):
+        if not (cacheable_now() if cacheable is None else cacheable) or needs_grad(tensors):
             # Under autograd the fold is part of the graph; under compile or
             # a trace it is recorded (and constant-folded) with the model.
             return fold(conv, bn, dtype)
-        stamp = tuple(t._version for t in tensors) + tuple(t.data_ptr() for t in tensors) + (
-            bn.eps, dtype, torch.is_inference_mode_enabled())
+        context = (bn.eps, dtype, torch.is_inference_mode_enabled())
         hit = self._entries.get(key)
-        if hit is not None and hit[1] == stamp and len(hit[0]) == len(tensors) and \
-                all(a is b for a, b in zip(hit[0], tensors)):
-            return hit[2]
+        if hit is not None and hit[2] == context and _unchanged(hit[0], tensors, hit[1]):
+            return hit[3]
         folded = fold(conv, bn, dtype)
-        self._entries[key] = (tensors, stamp, folded)
+        stamp = [v for t in tensors for v in (t._version, t.data_ptr())]
+        self._entries[key] = (tensors, stamp, context, folded)
         return folded
 
-    def derived(self, key: Any, sources: Tuple[Tensor, ...], make) -> Any:
+    def derived(self, key: Any, sources: Tuple[Tensor, ...], make, cacheable: Optional[bool] = None) -> Any:
         """A value computed by `make()` from folds `sources` (e.g. stacked
         folds), kept while those are the very same tensor objects."""
+        if not (cacheable_now() if cacheable is None else cacheable) or any(t.requires_grad for t in sources):
+            return make()
         hit = self._entries.get(key)
-        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)) \
-                and not torch.jit.is_tracing():
-            return hit[2]
+        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
+            return hit[3]
         value = make()
-        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and \
-                not any(t.requires_grad for t in sources):
-            self._entries[key] = (list(sources), (), value)
+        self._entries[key] = (list(sources), [], None, value)
         return value

@@ -8,7 +8,12 @@ import torch.nn as nn
 def uses_batch_stats(bn: nn.Module) -> bool:
     """Whether `bn` normalises with batch statistics (training, or no
     running statistics kept): then its conv's own output is needed."""
-    return bn.training or (bn.running_mean is None and bn.running_var is None)
+    # The buffers dict directly: nn.Module.__getattr__ is slow, and this
+    # runs for every BN of every exchange call.
+    if bn.training:
+        return True
+    buffers = bn._buffers
+    return buffers.get("running_mean") is None and buffers.get("running_var") is None
 
 
 def has_hooks(*modules: nn.Module) -> bool:

@@ -38,23 +38,27 @@ import torch.nn as nn
 from torch import Tensor
 
 from .backend import conv_terms_in_kernel
-from .folding import FoldCache
+from .folding import FoldCache, cacheable_now
+from .inference_rows import InferenceRows, _eligible, signature
 from .layouts import compile_rows
 from .ops import exchange
 from .shared_source import merged_first_convs, shared_sources
 from .terms import CallState, RowArgs, Term
 
-# Bumped whenever any module registers a submodule anywhere: a swapped
-# layer (SyncBatchNorm conversion, a user's replacement) makes every
-# FusedExchange compile its terms again before its next call.
+# Bumped whenever any module registers a submodule, parameter or buffer
+# anywhere: a swapped layer or tensor (SyncBatchNorm conversion, a new
+# Parameter, load_state_dict(assign=True)) makes every FusedExchange compile
+# its terms again before its next call.
 _GENERATION = [0]
 
 
-def _module_registered(module, name, submodule):
+def _registered(module, name, value):
     _GENERATION[0] += 1
 
 
-torch.nn.modules.module.register_module_module_registration_hook(_module_registered)
+torch.nn.modules.module.register_module_module_registration_hook(_registered)
+torch.nn.modules.module.register_module_parameter_registration_hook(_registered)
+torch.nn.modules.module.register_module_buffer_registration_hook(_registered)
 
 
 class FusedExchange(nn.Module):
@@ -95,6 +99,7 @@ class FusedExchange(nn.Module):
         self.mode = mode
         self.align_corners = bool(align) and mode == "bilinear"
         self.__dict__["shared_sources"] = shared_sources(rows)
+        self.__dict__["_inference"] = None  # (signature, InferenceRows) of the last eval call
         self._generation = _GENERATION[0]
 
     @property
@@ -116,6 +121,7 @@ class FusedExchange(nn.Module):
         # Folds are derived data: never pickled.
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["folds"] = FoldCache()
+        state["_inference"] = None
         return state
 
     # -- host forward -----------------------------------------------------
@@ -141,10 +147,15 @@ class FusedExchange(nn.Module):
         device = xs[0].device
         autocast = torch.is_autocast_enabled(device.type)
         convs_in_op = conv_terms_in_kernel(self.backend, device.type)
+        cacheable = cacheable_now()
+        if cacheable and not autocast and not torch.is_grad_enabled():
+            rows = self._inference_rows(xs, convs_in_op, device.type == "cpu" and not convs_in_op)
+            if rows is not None:
+                return rows.run(xs, self._exchange)
         first: Dict[Tuple[int, int], Tensor] = {}
         if self.shared_sources and device.type == "cpu" and not autocast and not convs_in_op:
-            first = merged_first_convs(self.shared_sources, xs, self.folds)
-        st = CallState(self.folds, self.batch_stats_in_op, autocast, convs_in_op, first)
+            first = merged_first_convs(self.shared_sources, xs, self.folds, cacheable)
+        st = CallState(self.folds, self.batch_stats_in_op, autocast, convs_in_op, first, cacheable)
         outs = []
         for i, terms in enumerate(self.rows):
             target = (xs[i].shape[-2], xs[i].shape[-1])
@@ -153,6 +164,25 @@ class FusedExchange(nn.Module):
                 term.contribute(xs[term.j], target, st, args)
             outs.append(self._call(args, target))
         return outs
+
+    def _inference_rows(self, xs: List[Tensor], convs_in_op: bool, merge: bool) -> Optional[InferenceRows]:
+        """The compiled inference rows for these inputs, built or reused;
+        None when the general path must run (hrnet_fast.inference_rows)."""
+        sig = signature(xs, convs_in_op)
+        cached = self._inference
+        if cached is not None and cached[0] == sig and cached[1].valid():
+            return cached[1]
+        if not _eligible(self.rows, xs):
+            return None
+        rows = InferenceRows(self.rows, self.shared_sources, xs, convs_in_op, merge)
+        if not rows.valid():  # hooks: the general path runs hooked layers as modules
+            return None
+        self.__dict__["_inference"] = (sig, rows)
+        return rows
+
+    def _exchange(self, inputs: List[Tensor], convs, target: Tuple[int, int]) -> Tensor:
+        return exchange(inputs, None, None, convs=convs, size=target, mode=self.mode,
+                        align_corners=self.align_corners, relu=True, backend=self.backend)
 
     def _call(self, args: RowArgs, target: Tuple[int, int]) -> Tensor:
         inputs, convs = args.inputs, args.convs

@@ -18,7 +18,7 @@ so training never merges, and neither do layers with hooks.
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,49 +54,76 @@ def _geometry(conv) -> tuple:
     return conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
 
 
-def merged_first_convs(groups: Sequence[SharedSource], xs: Sequence[Tensor], folds: FoldCache
-                       ) -> Dict[Tuple[int, int], Tensor]:
+class Member(NamedTuple):
+    """One first conv of a group: its row, fold key, conv and BN, and
+    whether its chain goes on (then ReLU follows)."""
+    i: int
+    key: tuple
+    conv: object
+    bn: object
+    goes_on: bool
+
+
+def members_now(group: SharedSource, x: Tensor) -> Optional[List[Member]]:
+    """The group's first convs when they can run as one conv on `x` now
+    (a contiguous NCHW CPU tensor, running statistics, no hooks, one
+    geometry), else None."""
+    if x.device.type != "cpu" or not x.is_contiguous():
+        return None
+    members = []
+    for term in group.terms:
+        if group.kind == "up":
+            if term.hooked():
+                return None
+            conv, bn, key, goes_on = term.conv, term.bn, (term.i, term.j), False
+        else:
+            link, conv, bn, parts = term.links[0]
+            goes_on = len(term.links) > 1
+            key = (term.i, term.j, 0) if goes_on else (term.i, term.j)
+            if has_hooks(term.layer, link, *parts):
+                return None
+        if uses_batch_stats(bn):
+            return None
+        members.append(Member(term.i, key, conv, bn, goes_on))
+    geometry = {_geometry(m.conv) for m in members}
+    if len(geometry) != 1 or next(iter(geometry))[4] != 1:
+        return None
+    return members
+
+
+def merged_outputs(group: SharedSource, members: Sequence[Member], x: Tensor, weight: Tensor, bias: Tensor,
+                   sizes: Sequence[int], out: Dict[Tuple[int, int], Tensor]) -> None:
+    """Runs the group's first convs as one conv with the stacked folds
+    `weight`, `bias` (each member's `sizes` output channels) and puts each
+    member's part in `out` under (row, branch), ReLU applied where its
+    chain goes on."""
+    if group.kind == "up":
+        y = conv1x1(x, weight, bias)
+    else:
+        conv = members[0].conv
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+    in_place = not torch.is_grad_enabled()
+    for m, part in zip(members, y.split_with_sizes(list(sizes), 1)):
+        if m.goes_on:
+            part = torch.relu_(part) if in_place else torch.relu(part)
+        out[(m.i, group.j)] = part
+
+
+def merged_first_convs(groups: Sequence[SharedSource], xs: Sequence[Tensor], folds: FoldCache,
+                       cacheable: bool = True) -> Dict[Tuple[int, int], Tensor]:
     """{(i, j): the output of row i's first conv on branch j (BN folded,
     ReLU applied where the chain goes on)} for every group that can merge
     now; the terms compute anything else themselves."""
     out: Dict[Tuple[int, int], Tensor] = {}
     for group in groups:
         x = xs[group.j]
-        if x.device.type != "cpu" or not x.is_contiguous():
+        members = members_now(group, x)
+        if members is None:
             continue
-        members = []
-        for term in group.terms:
-            if group.kind == "up":
-                link, key, goes_on = term.layer, (term.i, term.j), False
-                if term.hooked():
-                    break
-            else:
-                links = term.links
-                link, goes_on = links[0], len(links) > 1
-                key = (term.i, term.j, 0) if goes_on else (term.i, term.j)
-                if has_hooks(term.layer, link, *link):
-                    break
-            conv, bn = link[0], link[1]
-            if uses_batch_stats(bn):
-                break
-            members.append((term.i, key, conv, bn, goes_on))
-        else:
-            geometry = {_geometry(m[2]) for m in members}
-            if len(geometry) != 1 or next(iter(geometry))[4] != 1:
-                continue
-            folded = [folds.get(key, conv, bn, x.dtype) for _, key, conv, bn, _ in members]
-            sources = tuple(t for pair in folded for t in pair)
-            weight, bias = folds.derived(("shared", group.j, group.kind, x.dtype), sources,
-                                         lambda: (torch.cat([w for w, _ in folded]), torch.cat([b for _, b in folded])))
-            if group.kind == "up":
-                y = conv1x1(x, weight, bias)
-            else:
-                conv = members[0][2]
-                y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
-            parts = y.split([w.shape[0] for w, _ in folded], dim=1)
-            in_place = not torch.is_grad_enabled()
-            for (i, _, _, _, goes_on), part in zip(members, parts):
-                if goes_on:
-                    part = torch.relu_(part) if in_place else torch.relu(part)
-                out[(i, group.j)] = part
+        folded = [folds.get(m.key, m.conv, m.bn, x.dtype, cacheable) for m in members]
+        sources = tuple(t for pair in folded for t in pair)
+        weight, bias = folds.derived(("shared", group.j, group.kind, x.dtype), sources,
+                                     lambda: (torch.cat([w for w, _ in folded]), torch.cat([b for _, b in folded])),
+                                     cacheable)
+        merged_outputs(group, members, x, weight, bias, [w.shape[0] for w, _ in folded], out)
     return out

@@ -60,15 +60,16 @@ class CallState:
     """What every term of one forward call shares: the fold cache, the
     settings of the host's FusedExchange, and the calls' ambient modes read
     once."""
-    __slots__ = ("folds", "batch_stats_in_op", "autocast", "convs_in_op", "first")
+    __slots__ = ("folds", "batch_stats_in_op", "autocast", "convs_in_op", "first", "cacheable")
 
     def __init__(self, folds: FoldCache, batch_stats_in_op: bool, autocast: bool, convs_in_op: bool,
-                 first: Dict[Tuple[int, int], Tensor]):
+                 first: Dict[Tuple[int, int], Tensor], cacheable: bool):
         self.folds = folds
         self.batch_stats_in_op = batch_stats_in_op
         self.autocast = autocast
         self.convs_in_op = convs_in_op
         self.first = first
+        self.cacheable = cacheable
 
 
 def size_mismatch(expected: Sequence[int], got: Sequence[int]) -> RuntimeError:
@@ -172,7 +173,7 @@ class UpTerm(Term):
                 return (z, *batch_affine(bn, z))
             return bn(z), None, None
         dtype = conv.weight.dtype if st.autocast else x.dtype
-        weight, bias = st.folds.get((self.i, self.j), conv, bn, dtype)
+        weight, bias = st.folds.get((self.i, self.j), conv, bn, dtype, st.cacheable)
         if self.pointwise:
             return conv1x1(x, weight, bias), None, None
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups), None, None
@@ -208,8 +209,10 @@ class DownTerm(Term):
 
     def __init__(self, i: int, j: int, layer: nn.Module):
         super().__init__(i, j, layer)
-        self.links = list(layer)
-        c = self.links[-1][0]
+        # (link, conv, BN, the link's modules) per link, looked up once:
+        # indexing an nn.Sequential costs a microsecond per call.
+        self.links = [(link, link[0], link[1], tuple(link)) for link in layer]
+        c = self.links[-1][1]
         self.in_kernel = (c.kernel_size == (3, 3) and c.stride == (2, 2) and c.padding == (1, 1)
                           and c.dilation == (1, 1) and c.groups == 1)
         self.opaque = OpaqueTerm(i, j, layer, False)
@@ -218,12 +221,11 @@ class DownTerm(Term):
         """An earlier link conv -> BN -> ReLU: with running statistics one
         folded conv and an in-place ReLU (one pass over its output instead
         of three); with batch statistics or hooks, the link as a module."""
-        link = self.links[k]
-        conv, bn = link[0], link[1]
-        if uses_batch_stats(bn) or has_hooks(link, *link):
+        link, conv, bn, parts = self.links[k]
+        if uses_batch_stats(bn) or has_hooks(link, *parts):
             return link(a)
         dtype = conv.weight.dtype if st.autocast else a.dtype
-        weight, bias = st.folds.get((self.i, self.j, k), conv, bn, dtype)
+        weight, bias = st.folds.get((self.i, self.j, k), conv, bn, dtype, st.cacheable)
         return F.relu(F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups),
                       inplace=True)
 
@@ -241,9 +243,8 @@ class DownTerm(Term):
         a = x if merged is None else merged
         for k in range(0 if merged is None else 1, len(links) - 1):
             a = self._link(k, a, st)
-        last = links[-1]
-        conv, bn = last[0], last[1]
-        if has_hooks(last, *last):
+        last, conv, bn, parts = links[-1]
+        if has_hooks(last, *parts):
             z = last(a)
         elif uses_batch_stats(bn):
             z = conv(a)
@@ -256,7 +257,7 @@ class DownTerm(Term):
             z = bn(z)
         else:
             dtype = conv.weight.dtype if st.autocast else a.dtype
-            weight, bias = st.folds.get((self.i, self.j), conv, bn, dtype)
+            weight, bias = st.folds.get((self.i, self.j), conv, bn, dtype, st.cacheable)
             if self.in_kernel and st.convs_in_op and not st.autocast:
                 landed = ((a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1)
                 if landed != target:

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import hrnet_fast
 from layouts_mm import MMPoseHRModule, MMSegHRModule, OfficialSegV11Module, Upsample
-from test_convert_common import assert_close_lists, assert_same_grads, loss_of, pair
+from test_convert_common import assert_close_lists, assert_same_grads, loss_of, pair, record_outputs
 
 CHANNELS = (4, 6, 8, 10)
 # Branch sizes as a stride-2 stem and transitions give them: even (each
@@ -121,12 +121,12 @@ def test_real_mmsegmentation_backbone_if_installed():
 @pytest.mark.parametrize("where", ["layer", "conv", "bn", "upsample", "down-link", "down-last"])
 def test_hooks_on_fuse_layers_fire(where):
     ref, fused = pair(MMPoseHRModule(CHANNELS))
-    seen = {}
+    modules = {}
     for name, model in (("ref", ref), ("fused", fused)):
         rows = model.fuse_layers
-        module = {"layer": rows[0][2], "conv": rows[0][1][0], "bn": rows[0][1][1], "upsample": rows[0][3][2],
-                  "down-link": rows[3][0][0], "down-last": rows[3][0][2][1]}[where]
-        module.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+        modules[name] = {"layer": rows[0][2], "conv": rows[0][1][0], "bn": rows[0][1][1], "upsample": rows[0][3][2],
+                         "down-link": rows[3][0][0], "down-last": rows[3][0][2][1]}[where]
+    seen = record_outputs(modules)
     xs = _inputs(SIZES["even"])
     for train in (False, True):
         seen.clear()

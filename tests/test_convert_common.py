@@ -128,8 +128,12 @@ def record_outputs(modules: dict) -> dict:
     """Forward hooks on {name: module}: returns {name: the first output each
     module produced}, filled as the models run."""
     seen = {}
+
+    def hook(mod, args, out, name):
+        seen.setdefault(name, out.detach().clone())  # returns None: the output stays what it was
+
     for name, module in modules.items():
-        module.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, out.detach().clone()))
+        module.register_forward_hook(lambda mod, args, out, name=name: hook(mod, args, out, name))
     return seen
 
 

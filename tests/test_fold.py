@@ -203,3 +203,31 @@ def test_a_training_forward_refreshes_the_folds(batch):
         with torch.no_grad():
             model(shifted)
     eval_matches(ref, fused, x)
+
+
+def test_compiled_inference_rows_follow_hooks_and_swapped_tensors():
+    # The eval path compiled to folded weights is reused between calls; a
+    # hook added later, a new Parameter, .to() and an in-place edit must
+    # all be seen on the next call.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    x = torch.randn(X, dtype=torch.float64)
+    eval_matches(ref, fused, x)
+    hosts = [[m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0] for model in (ref, fused)]
+    seen = record_outputs({name: h.fuse_layers[0][2] for name, h in zip(("ref", "fused"), hosts)})
+    eval_matches(ref, fused, x)
+    assert set(seen) == {"ref", "fused"}
+    torch.testing.assert_close(seen["fused"], seen["ref"])
+    new = torch.randn_like(hosts[0].fuse_layers[0][1][0].weight)
+    for h in hosts:
+        h.fuse_layers[0][1][0].weight = nn.Parameter(new.clone())  # a swapped tensor, same module
+    eval_matches(ref, fused, x)
+    for h in hosts:
+        with torch.no_grad():
+            h.fuse_layers[3][2][0][1].weight.mul_(-1.5)  # in place
+    eval_matches(ref, fused, x)
+    ref.float()
+    fused.float()
+    with torch.no_grad():
+        a, b = ref(x.float()), fused(x.float())
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())

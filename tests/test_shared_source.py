@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hrnet_fast
-import hrnet_fast.modules as fm
+import hrnet_fast.shared_source as ss
 from test_convert_common import (eval_matches, freeze_batchnorm, grad_modes_agree, gradients_match, pair,
                                  record_outputs)
 
@@ -16,16 +16,16 @@ X1 = (1, 3, 64, 64)
 
 @pytest.fixture
 def merges(monkeypatch):
-    """Records how many first convs each call merged."""
+    """Records how many first convs each call merged (on either path: the
+    general terms or the compiled inference rows)."""
     log = []
-    real = fm.merged_first_convs
+    real = ss.merged_outputs
 
-    def spy(groups, xs, folds):
-        out = real(groups, xs, folds)
-        log.append(len(out))
-        return out
+    def spy(group, members, *args):
+        log.append(len(members))
+        return real(group, members, *args)
 
-    monkeypatch.setattr(fm, "merged_first_convs", spy)
+    monkeypatch.setattr(ss, "merged_outputs", spy)
     return log
 
 
