@@ -55,8 +55,8 @@ def extension():
     # HRNET_FAST_CXXFLAGS adds host compiler flags (e.g. -march=native for a
     # build that only runs on the machine that compiles it).
     # -ffp-contract=off: no fused multiply-adds, so the CPU results are the
-    # same bits whichever instruction set a loop runs on (the same-size loop
-    # has AVX-512 and AVX2 clones, csrc/cpu/same_size_sum.cpp).
+    # same bits whatever instruction set the compiler targets (the tests
+    # check float32 sums bit for bit against their order of operations).
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off"] + os.environ.get("HRNET_FAST_CXXFLAGS", "").split()
     include_dirs = [os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")]
     if not with_cuda:

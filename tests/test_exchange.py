@@ -52,10 +52,10 @@ def test_half_precision_accumulates_in_float32(dtype, tol, mode, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("channels", [37, 48])  # channels_last: 16-channel blocks, or the row loop
 def test_same_size_float32_is_bit_exact_in_its_order(count, plane, relu, channels_last, channels):
-    # All-same-size float32 inputs run loops compiled for several instruction
-    # sets (csrc/cpu/same_size_sum.cpp). Without fused multiply-adds every
-    # clone gives exactly the float32 result of this order of operations:
-    # the shifts summed first, then each input's scale * x added in turn.
+    # All-same-size float32 inputs: the extension is built without fused
+    # multiply-adds (setup.py), so the result is exactly the float32 result
+    # of this order of operations, whatever the compiler vectorises: the
+    # shifts summed first, then each input's scale * x added in turn.
     xs, sc, sh = make_case([plane] * count, n=3, c=channels, channels_last=channels_last)
     want = torch.zeros(channels)
     for b in sh:
@@ -157,3 +157,26 @@ def test_identity_affine_made_in_inference_mode_does_not_leak_into_autograd(part
     y = hrnet_fast.exchange(leaves, rows, sh, backend="cpu")
     y.sum().backward()
     assert all(t.grad is not None for t in leaves + [r for r in rows or [] if r is not None])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shapes,size", [
+    ([(7, 6), (8, 6)], (7, 6)),                  # mmseg at odd sizes: a x2 upsample of 4 resized 8 -> 7
+    ([(4, 5), (5, 7), (2, 3), (9, 11)], (4, 5)),  # larger on both axes, mixed with smaller inputs
+    ([(6, 5), (12, 3)], (6, 5)),                 # larger along H, smaller along W
+])
+def test_bilinear_resizes_larger_inputs_down(shapes, size, channels_last, align_corners):
+    xs, sc, sh = make_case(shapes, n=1, c=3, dtype=torch.float64, channels_last=channels_last,
+                           partial_affine=True)
+    kw = dict(size=size, mode="bilinear", align_corners=align_corners)
+    got = hrnet_fast.exchange(xs, sc, sh, backend="cpu", **kw)
+    torch.testing.assert_close(got, hrnet_fast.reference(xs, sc, sh, **kw))
+    leaves = [x.clone().requires_grad_() for x in xs]
+    assert torch.autograd.gradcheck(lambda *t: hrnet_fast.exchange(list(t), sc, sh, backend="cpu", **kw), leaves)
+
+
+def test_nearest_refuses_larger_inputs():
+    xs, _, _ = make_case([(6, 5), (7, 5)])
+    with pytest.raises(ValueError, match="only mode='bilinear' resizes down"):
+        hrnet_fast.exchange(xs, size=(6, 5), backend="cpu")

@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
-#include "cpu/same_size_sum.h"
 #include "cpu/vec_ops.h"
 #include "exchange.h"
 
@@ -172,19 +171,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   };
   // gm_row: where the row's gm goes (W * C entries), or null to drop it.
   auto cl_pass1_row = [&](RowScratch& r, int64_t row, scalar_t* gm_row, scalar_t* scratch) {
-    bool done = false;
-    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (gm_row == nullptr && m >= 1 && m <= 4) {
-        // gm not wanted (every input same-size): the whole row in one call
-        // of the multi-versioned loop (csrc/cpu/same_size_sum.cpp).
-        const int64_t e = row * W * C;
-        for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
-        cpu::same_size_grad_rows_f32(g_p + e, o_p + e, r.gx.data(), r.x.data(), r.scale.data(),
-                                     r.shift_row.data(), r.parts.data(), m, W, C, relu);
-        done = true;
-      }
-    }
-    for (int64_t px = 0; px < W && !done; ++px) {
+    for (int64_t px = 0; px < W; ++px) {
       const int64_t e = (row * W + px) * C;
       for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
       cpu::grad_same_any<1>(g_p + e, o_p + e, gm_row ? gm_row + px * C : scratch, r.gx.data(), r.scale.data(),

@@ -24,7 +24,6 @@
 #include <vector>
 
 #include "cpu/cpu_common.h"
-#include "cpu/same_size_sum.h"
 #include "cpu/vec_ops.h"
 #include "exchange.h"
 
@@ -126,22 +125,6 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
   const bool nearest = mode == Mode::Nearest;
 
-  if (fmt == at::MemoryFormat::ChannelsLast && direct && m >= 1 && m <= 4 && C % 16 == 0) {
-    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      // Every input same-size: blocks of 16 channels whose scales stay in
-      // registers across the pixels (csrc/cpu/same_size_sum.cpp). Other
-      // channel counts (HRNet-W18's 18 and 36) would stream the pixels once
-      // more for each leftover channel: they take the row loop below.
-      at::parallel_for(0, N * H * W, grain_for(C), [&](int64_t begin, int64_t end) {
-        const float* scale[4];
-        const float* x[4];
-        for (int j = 0; j < m; ++j) scale[j] = same[j]->scale, x[j] = same[j]->data;
-        cpu::same_size_sum_cl_f32(out_p, x, scale, shift_sum.data(), m, begin, end, C, relu);
-      });
-      return out;
-    }
-  }
-
   if (fmt == at::MemoryFormat::ChannelsLast) {
     // One task = output rows (n, h); the inner loops run over contiguous
     // channel vectors, or whole rows of W * C. A bilinear smaller input is
@@ -219,15 +202,6 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   // same sum as the general loop's direct case below.
   if (direct && m >= 1 && m <= 4) {
     const int64_t HW = H * W;
-    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
-        const float* scale[4];
-        const float* x[4];
-        for (int j = 0; j < m; ++j) scale[j] = same[j]->scale, x[j] = same[j]->data;
-        cpu::same_size_sum_f32(out_p, x, scale, shift_sum.data(), m, begin, end, C, HW, relu);
-      });
-      return out;
-    }
     cpu::with_count(m, [&](auto count) {
       constexpr int M = decltype(count)::value;
       at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
