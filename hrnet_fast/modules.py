@@ -100,7 +100,22 @@ class FusedExchange(nn.Module):
         self.align_corners = bool(align) and mode == "bilinear"
         self.__dict__["shared_sources"] = shared_sources(rows)
         self.__dict__["_inference"] = None  # (signature, InferenceRows) of the last eval call
+        self.__dict__["_structure"] = self._structure_now()
         self._generation = _GENERATION[0]
+
+    def _structure_now(self) -> tuple:
+        """The identities of every module, parameter and buffer of the fuse
+        layers: what the compiled terms hold on to."""
+        fuse = self.host.fuse_layers
+        return (tuple(map(id, fuse.modules())), tuple(map(id, fuse.parameters())), tuple(map(id, fuse.buffers())))
+
+    def _refresh(self) -> None:
+        """Something registered a module, parameter or buffer somewhere:
+        compile again only if it was one of ours."""
+        if self._structure_now() != self._structure:
+            self._compile()
+        else:
+            self._generation = _GENERATION[0]
 
     @property
     def plan(self) -> List[List[Term]]:
@@ -143,7 +158,7 @@ class FusedExchange(nn.Module):
 
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
         if self._generation != _GENERATION[0] and not torch.compiler.is_compiling():
-            self._compile()
+            self._refresh()
         device = xs[0].device
         autocast = torch.is_autocast_enabled(device.type)
         convs_in_op = conv_terms_in_kernel(self.backend, device.type)
