@@ -51,6 +51,8 @@ constexpr int kTilePixels = kTile * kTile;
 constexpr int kMaxSpan = 40;
 // Source pixels per unit of a gathered input in backward_finish.
 constexpr int kGatherPixels = 256;
+// Pixels a thread loads at once in the phases that stream global memory.
+constexpr int kBatch = 4;
 
 enum class BwdKind : int {
   Same = 0,    // output size: grad_x = scale * gm
@@ -102,6 +104,9 @@ struct BwdParams {
   int sm_gm, sm_r, sm_red, sm_tab;
   int r_cols;
   int ntab;
+  // Shared memory of backward_finish: the reduction buffer at 0, then the
+  // straddle flags ([2][kMaxSpan] bytes).
+  int sm_flags;
 };
 
 static_assert(sizeof(BwdParams<double, int64_t>) <= 4096, "backward parameters exceed the kernel parameter limit");
@@ -292,19 +297,30 @@ HF_HOST_DEVICE void stage_tile(const BwdParams<A, I>& p, const TileAt<I>& at, in
   A sum[VEC];
 HF_UNROLL
   for (int j = 0; j < VEC; ++j) sum[j] = A(0);
-  for (int pix = l.pl; pix < kTilePixels; pix += p.npl) {
-    const int ph = pix / kTile, pw = pix % kTile;
-    A g[VEC];
-    if (cok && ph < at.vh && pw < at.vw) {
-      load_gm<T, VEC>(p, at.n, c0, static_cast<I>(at.h0 + ph), static_cast<I>(at.w0 + pw), g);
+  // kBatch pixels per step: their loads are all issued before the first
+  // store to shared memory waits for one.
+  for (int first = l.pl; first < kTilePixels; first += kBatch * p.npl) {
+    A g[kBatch][VEC];
 HF_UNROLL
-      for (int j = 0; j < VEC; ++j) sum[j] += g[j];
-    } else {
+    for (int b = 0; b < kBatch; ++b) {
+      const int pix = first + b * p.npl;
+      const int ph = pix / kTile, pw = pix % kTile;
+      if (cok && pix < kTilePixels && ph < at.vh && pw < at.vw) {
+        load_gm<T, VEC>(p, at.n, c0, static_cast<I>(at.h0 + ph), static_cast<I>(at.w0 + pw), g[b]);
+      } else {
 HF_UNROLL
-      for (int j = 0; j < VEC; ++j) g[j] = A(0);
+        for (int j = 0; j < VEC; ++j) g[b][j] = A(0);
+      }
     }
-    // gm is grad or zero: exact in T.
-    store_pack<T, VEC>(gm + shared_at(p, pix, kTilePixels, l.cp, VEC), g);
+HF_UNROLL
+    for (int b = 0; b < kBatch; ++b) {
+      const int pix = first + b * p.npl;
+      if (pix >= kTilePixels) break;
+HF_UNROLL
+      for (int j = 0; j < VEC; ++j) sum[j] += g[b][j];
+      // gm is grad or zero: exact in T.
+      store_pack<T, VEC>(gm + shared_at(p, pix, kTilePixels, l.cp, VEC), g[b]);
+    }
   }
   put_sums(p, l, red, sum);
 }
@@ -323,12 +339,40 @@ HF_UNROLL
   if (cv < p.cvs) {
     A sc[VEC];
     load_row<A, VEC>(in.scale, c0, A(1), sc);
-    for (int pix = l.pl; pix < kTilePixels; pix += p.npl) {
-      const int ph = pix / kTile, pw = pix % kTile;
-      if (ph >= at.vh || pw >= at.vw) continue;
-      A g[VEC];
-      load_pack<T, VEC>(gm + shared_at(p, pix, kTilePixels, l.cp, VEC), g);
-      finish_pixel<T, VEC>(in, at.n, c0, static_cast<I>(at.h0 + ph), static_cast<I>(at.w0 + pw), g, sc, acc);
+    const T* x = static_cast<const T*>(in.x) + at.n * in.xn + c0 * in.xc;
+    T* gx = static_cast<T*>(in.gx) + at.n * in.dn + c0 * in.dc;
+    for (int first = l.pl; first < kTilePixels; first += kBatch * p.npl) {
+      // The inputs of kBatch pixels (when the scale's gradient needs them)
+      // are loaded before any is used.
+      A xv[kBatch][VEC];
+      bool ok[kBatch];
+HF_UNROLL
+      for (int b = 0; b < kBatch; ++b) {
+        const int pix = first + b * p.npl;
+        const int ph = pix / kTile, pw = pix % kTile;
+        ok[b] = pix < kTilePixels && ph < at.vh && pw < at.vw;
+        if (ok[b] && in.scale != nullptr) {
+          load_pack<T, VEC>(x + static_cast<I>(at.h0 + ph) * in.xh + static_cast<I>(at.w0 + pw) * in.xw, xv[b]);
+        } else {
+HF_UNROLL
+          for (int j = 0; j < VEC; ++j) xv[b][j] = A(0);
+        }
+      }
+HF_UNROLL
+      for (int b = 0; b < kBatch; ++b) {
+        if (!ok[b]) continue;
+        const int pix = first + b * p.npl;
+        const int ph = pix / kTile, pw = pix % kTile;
+        A g[VEC], d[VEC];
+        load_pack<T, VEC>(gm + shared_at(p, pix, kTilePixels, l.cp, VEC), g);
+HF_UNROLL
+        for (int j = 0; j < VEC; ++j) d[j] = sc[j] * g[j];
+        store_pack<T, VEC>(gx + static_cast<I>(at.h0 + ph) * in.dh + static_cast<I>(at.w0 + pw) * in.dw, d);
+        if (in.scale != nullptr) {
+HF_UNROLL
+          for (int j = 0; j < VEC; ++j) acc[j] += g[j] * xv[b][j];
+        }
+      }
     }
   }
   if (in.scale != nullptr) put_sums(p, l, red, acc);
@@ -438,12 +482,36 @@ HF_HOST_DEVICE void backward_tiles_block(const BwdParams<acc_t<T>, I>& p, Ex& ex
 
 // --- backward_finish ------------------------------------------------------------
 
-// Straddling source pixels of tiled input `in`, by their owning tile
-// (unit = output tile): the sum of the partials of every tile whose spans
-// hold the pixel, in tile order.
+// Where a straddling pixel's tile stands per axis: bit 0, no earlier tile
+// reads the source coordinate (this tile owns it); bit 1, no later one does.
+constexpr uint8_t kStarts = 1, kEnds = 2;
+
+// Phase 1 of a tiled input's unit in backward_finish: those bits for every
+// source coordinate of the tile's spans, into `flags` ([2][kMaxSpan]).
+template <typename A, typename I>
+HF_HOST_DEVICE void straddle_flags(const BwdParams<A, I>& p, const BwdInput<A, I>& in, I unit, int tid,
+                                   uint8_t* flags) {
+  const int tw = static_cast<int>(unit % p.tiles_w);
+  const int th = static_cast<int>((unit / p.tiles_w) % p.tiles_h);
+  for (int e = tid; e < 2 * kMaxSpan; e += kThreads) {
+    const int axis = e / kMaxSpan, idx = e % kMaxSpan;
+    const Axis<A>& a = axis == 0 ? in.ay : in.ax;
+    const int t = axis == 0 ? th : tw;
+    const int out = axis == 0 ? p.h : p.w;
+    const Span s = tile_span(a, kTile, t);
+    if (idx >= s.hi - s.lo) continue;
+    const int c1 = (t + 1) * kTile < out ? (t + 1) * kTile : out;
+    const TileReaders r = tile_readers(a, t * kTile, c1, s.lo + idx);
+    flags[e] = static_cast<uint8_t>((r.starts ? kStarts : 0) | (r.ends ? kEnds : 0));
+  }
+}
+
+// Phase 2: straddling source pixels of tiled input `in`, by their owning
+// tile (unit = output tile): the sum of the partials of every tile whose
+// spans hold the pixel, in tile order.
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void finish_straddling(const BwdParams<A, I>& p, const BwdInput<A, I>& in, I unit, int ct, int tid,
-                                      A* red) {
+                                      const uint8_t* flags, A* red) {
   const Lane l = lane_of(p, tid);
   if (!l.active) return;
   const int cv = ct * p.ncp + l.cp;
@@ -459,16 +527,13 @@ HF_UNROLL
     const int th = static_cast<int>(r % p.tiles_h);
     const I n = r / p.tiles_h;
     const Span sh = tile_span(in.ay, kTile, th), sw = tile_span(in.ax, kTile, tw);
-    const int h1 = (th + 1) * kTile < p.h ? (th + 1) * kTile : p.h;
-    const int w1 = (tw + 1) * kTile < p.w ? (tw + 1) * kTile : p.w;
     for (int s = l.pl; s < in.nqh * in.nqw; s += p.npl) {
       const int i = s / in.nqw, j = s % in.nqw;
       if (i >= sh.hi - sh.lo || j >= sw.hi - sw.lo) continue;
+      const int fh = flags[i], fw = flags[kMaxSpan + j];
+      if ((fh & fw) == (kStarts | kEnds)) continue;  // complete: finished by backward_tiles
+      if (!(fh & fw & kStarts)) continue;            // another tile owns it
       const int qh = sh.lo + i, qw = sw.lo + j;
-      const TileReaders rh = tile_readers(in.ay, th * kTile, h1, qh);
-      const TileReaders rw = tile_readers(in.ax, tw * kTile, w1, qw);
-      if (rh.starts && rh.ends && rw.starts && rw.ends) continue;  // finished by backward_tiles
-      if (!rh.starts || !rw.starts) continue;                      // another tile owns it
       A G[VEC];
 HF_UNROLL
       for (int v = 0; v < VEC; ++v) G[v] = A(0);
@@ -543,6 +608,7 @@ template <typename T, int VEC, typename I, class Ex>
 HF_HOST_DEVICE void backward_finish_block(const BwdParams<acc_t<T>, I>& p, Ex& ex) {
   using A = acc_t<T>;
   A* red = reinterpret_cast<A*>(ex.smem());
+  uint8_t* flags = ex.smem() + p.sm_flags;
   const I units = p.units2 * p.nct;
   for (I t = static_cast<I>(ex.block()); t < units; t += static_cast<I>(ex.grid())) {
     const int ct = static_cast<int>(t % p.nct);
@@ -555,7 +621,9 @@ HF_HOST_DEVICE void backward_finish_block(const BwdParams<acc_t<T>, I>& p, Ex& e
     if (in.kind == BwdKind::Gather) {
       ex.each([&](int tid) { finish_gathered<T, VEC>(p, in, local, ct, tid, red); });
     } else {
-      ex.each([&](int tid) { finish_straddling<T, VEC>(p, in, local, ct, tid, red); });
+      ex.each([&](int tid) { straddle_flags(p, in, local, tid, flags); });
+      ex.barrier();
+      ex.each([&](int tid) { finish_straddling<T, VEC>(p, in, local, ct, tid, flags, red); });
     }
     ex.barrier();
     if (in.scale != nullptr) {

@@ -347,7 +347,7 @@ struct BackwardPlan {
   int64_t scratch_bytes;
   // Shared memory of backward_tiles (bytes, 16-aligned regions) and of
   // backward_finish.
-  int sm_gm, sm_r, sm_red, sm_tab, smem_tiles, smem_finish;
+  int sm_gm, sm_r, sm_red, sm_tab, smem_tiles, sm_flags, smem_finish;
   int64_t sum_blocks;  // backward_sums grid
 };
 
@@ -455,7 +455,8 @@ inline BackwardPlan plan_backward(const BackwardDesc& d, int smem_budget, bool f
     p.units2 += p.units[k];
   }
   p.need_finish = p.units2 > 0;
-  p.smem_finish = static_cast<int>(align_up(static_cast<int64_t>(p.npl) * p.ct * acc, 16));
+  p.sm_flags = static_cast<int>(align_up(static_cast<int64_t>(p.npl) * p.ct * acc, 16));
+  p.smem_finish = p.sm_flags + 2 * kMaxSpan;
   int64_t off = 0;
   p.sums_offset = off;
   const int64_t sums = static_cast<int64_t>(d.k + 1) * (p.units1 + p.units2) * C;
@@ -531,6 +532,7 @@ BwdParams<A, I> backward_params(const BackwardDesc& d, const BackwardPlan& p, vo
   b.sm_gm = p.sm_gm, b.sm_r = p.sm_r, b.sm_red = p.sm_red, b.sm_tab = p.sm_tab;
   b.r_cols = p.r_cols;
   b.ntab = p.ntab;
+  b.sm_flags = p.sm_flags;
   return b;
 }
 

@@ -277,7 +277,8 @@ void test_backward_plans() {
     }
     d.out = view_of(bufs[2 * kMaxInputs], 8, c, H, W, cl);
     d.grad = d.out;
-    return plan_backward(d, 96 << 10);
+    // The launcher's budget on H100/H200 (csrc/cuda/launch.cpp).
+    return plan_backward(d, 72 << 10);
   };
   // W48 stage 4 row 0 at 512x1024 (branch 0 is 128x256).
   for (bool cl : {true, false}) {
@@ -287,7 +288,8 @@ void test_backward_plans() {
     if (cl) EXPECT(p.vec == 8 && p.nct == 1 && p.ct == 48, "whole pixels per tile: vec %d nct %d", p.vec, p.nct);
     p = plan({{128, 256}, {64, 128}, {32, 64}, {16, 32}}, 128, 256, Mode::Bilinear, 48, cl);
     EXPECT(p.need_finish && p.finish[1] && p.units2 == 3 * p.units1, "bilinear: three launches");
-    EXPECT(p.smem_tiles <= (96 << 10), "shared memory within budget");
+    EXPECT(p.smem_tiles <= (72 << 10), "shared memory within budget");
+    if (cl) EXPECT(p.nct == 1 && p.smem_tiles == 65760, "bilinear whole pixels: nct %d smem %d", p.nct, p.smem_tiles);
   }
   // Strong downsizing: gathered whole.
   BackwardPlan p = plan({{20, 18}, {100, 90}}, 20, 18, Mode::Bilinear, 16, true);
