@@ -443,26 +443,53 @@ def test_past_2_31_elements():
 
 
 SANITIZER_SCRIPT = textwrap.dedent("""
+    import sys
     import torch, hrnet_fast
+    # (output size, input sizes): one tile with non-exact factors; several
+    # tiles with exact factors (backward without straddling pixels); for
+    # bilinear also straddling pixels with slight downsizing, and an input
+    # gathered whole (strong downsizing).
+    NEAREST = [((9, 7), [(9, 7), (5, 4), (1, 1)]), ((32, 48), [(32, 48), (16, 24), (8, 12), (4, 6)])]
+    BILINEAR = NEAREST + [((33, 20), [(33, 20), (17, 10), (40, 24)]), ((12, 10), [(12, 10), (60, 50)])]
+    small = sys.argv[1:] == ["small"]
+    modes = [("bilinear", False)] if small else [("nearest", False), ("bilinear", False), ("bilinear", True)]
+    dtypes = [(torch.bfloat16, 16)] if small else [(torch.float32, 8), (torch.bfloat16, 16), (torch.float16, 6)]
     for cl in (False, True):
-        for mode, ac in (("nearest", False), ("bilinear", False), ("bilinear", True)):
-            for dtype, c in ((torch.float32, 8), (torch.bfloat16, 16), (torch.float16, 6)):
-                xs = [torch.randn(2, c, h, w, device="cuda", dtype=dtype, requires_grad=True)
-                      for h, w in ((9, 7), (5, 4), (1, 1))]
-                if cl:
-                    xs = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
-                y = hrnet_fast.exchange(xs, size=(9, 7), mode=mode, align_corners=ac, backend="cuda")
-                y.backward(torch.randn_like(y))
+        for mode, ac in modes:
+            for dtype, c in dtypes:
+                for i, (size, shapes) in enumerate(NEAREST if mode == "nearest" else BILINEAR):
+                    xs = [torch.randn(2, c, h, w, device="cuda", dtype=dtype) for h, w in shapes]
+                    if cl:
+                        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+                    xs = [x.requires_grad_() for x in xs]
+                    # Affines on every other case: the backward reads the
+                    # inputs only for the scales' gradients.
+                    scales = [torch.rand(c, device="cuda", requires_grad=True) for _ in xs] if i % 2 else None
+                    shifts = [torch.randn(c, device="cuda", requires_grad=True) for _ in xs] if i % 2 else None
+                    y = hrnet_fast.exchange(xs, scales, shifts, size=size, mode=mode, align_corners=ac,
+                                            backend="cuda")
+                    y.backward(torch.randn_like(y))
     torch.cuda.synchronize()
     print("ok")
 """)
 
 
-@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
-def test_compute_sanitizer_memcheck(tmp_path):
+def run_sanitizer(tmp_path, tool, *args):
     script = tmp_path / "small_case.py"
     script.write_text(SANITIZER_SCRIPT)
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    proc = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-                           str(script)], capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(["compute-sanitizer", "--tool", tool, "--error-exitcode", "3", sys.executable,
+                           str(script), *args], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
+def test_compute_sanitizer_memcheck(tmp_path):
+    run_sanitizer(tmp_path, "memcheck")
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
+def test_compute_sanitizer_racecheck(tmp_path):
+    """The backward's phases share memory between barriers: no hazards
+    (bilinear bf16 only, to keep the instrumented run short)."""
+    run_sanitizer(tmp_path, "racecheck", "small")
