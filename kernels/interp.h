@@ -162,4 +162,83 @@ HF_HOST_DEVICE int64_t max_readers(int64_t in, int64_t out) {
   return bound < out ? bound : out;
 }
 
+// ---------------------------------------------------------------------------
+// The same index math with a chosen integer width, for kernels whose sizes
+// fit in 31 bits (32-bit index arithmetic is cheaper on a GPU). The floating
+// point steps are those of nearest_source() / linear_tap() above, so for any
+// coordinate below 2^31 the results are identical; the CTest tests check it.
+template <typename I, typename T>
+struct TapI {
+  I i0;
+  I i1;
+  T l0;
+  T l1;
+};
+
+template <typename I, typename T>
+HF_HOST_DEVICE I nearest_source_as(const Axis<T>& a, I dst) {
+  const I in = static_cast<I>(a.in);
+  const I out = static_cast<I>(a.out);
+  if (out == in) return dst;
+  if (out == 2 * in) return dst >> 1;
+  const I src = static_cast<I>(floorf(static_cast<float>(dst) * a.nscale));
+  return src < in - 1 ? src : in - 1;
+}
+
+template <typename I, typename T>
+HF_HOST_DEVICE TapI<I, T> linear_tap_as(const Axis<T>& a, I dst) {
+  const I in = static_cast<I>(a.in);
+  T real;
+  if (a.align_corners) {
+    real = a.scale * static_cast<T>(dst);
+  } else {
+    real = a.scale * (static_cast<T>(dst) + static_cast<T>(0.5)) - static_cast<T>(0.5);
+    if (real < static_cast<T>(0)) real = static_cast<T>(0);
+  }
+  I i0 = static_cast<I>(floor(real));
+  if (i0 > in - 1) i0 = in - 1;
+  T l1 = real - static_cast<T>(i0);
+  if (l1 < static_cast<T>(0)) l1 = static_cast<T>(0);
+  if (l1 > static_cast<T>(1)) l1 = static_cast<T>(1);
+  TapI<I, T> t;
+  t.i0 = i0;
+  t.i1 = i0 < in - 1 ? i0 + 1 : i0;
+  t.l1 = l1;
+  t.l0 = static_cast<T>(1) - l1;
+  return t;
+}
+
+template <typename I, typename T>
+HF_HOST_DEVICE TapI<I, T> tap_as(const Axis<T>& a, I dst) {
+  if (a.mode == Mode::Nearest) {
+    TapI<I, T> t;
+    t.i0 = t.i1 = nearest_source_as<I>(a, dst);
+    t.l0 = static_cast<T>(1);
+    t.l1 = static_cast<T>(0);
+    return t;
+  }
+  return linear_tap_as<I>(a, dst);
+}
+
+// Whether output coordinate p reads source coordinate q at all (with any
+// weight, zero included: the adjoint visits exactly these pairs, as ATen's
+// backward does).
+template <typename I, typename T>
+HF_HOST_DEVICE bool reads(const Axis<T>& a, I p, I q) {
+  const TapI<I, T> t = tap_as<I>(a, p);
+  return t.i0 == q || t.i1 == q;
+}
+
+// s when out == in << s for 0 <= s <= max_shift and nearest mode: the
+// source of output p is then p >> s (in / out is a power of two, exact in
+// float, so ATen's floor(p * in / out) is that shift). -1 otherwise, and
+// for axes past 2^24, where float no longer holds every coordinate exactly.
+template <typename T>
+HF_HOST_DEVICE int exact_shift(const Axis<T>& a, int max_shift) {
+  if (a.mode != Mode::Nearest || a.out > (int64_t{1} << 24)) return -1;
+  for (int s = 0; s <= max_shift; ++s)
+    if (a.out == (a.in << s)) return s;
+  return -1;
+}
+
 }  // namespace hrnet_fast

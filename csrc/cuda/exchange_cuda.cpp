@@ -1,18 +1,21 @@
 // CUDA kernels of hrnet_fast::exchange and hrnet_fast::exchange_backward:
-// argument checks, layouts, outputs and scratch from the caching allocator,
-// launches on the current stream. No host synchronisation anywhere, so both
-// ops can be captured in a CUDA graph.
+// argument checks, outputs and scratch from the caching allocator, launches
+// on the current stream. No host synchronisation anywhere, so both ops can
+// be captured in a CUDA graph.
+//
+// Per call, the forward allocates its output and launches one kernel: the
+// inputs are read through their own strides (no copies) and each affine row
+// where it is (nullptr for an absent one; a row is converted only when it
+// is not already contiguous, aligned and in the accumulation dtype). The
+// backward allocates its outputs and one scratch buffer and launches two or
+// three kernels.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/stack.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <array>
 #include <limits>
 #include <string_view>
@@ -38,12 +41,9 @@ DType dtype_of(const at::Tensor& t) {
   }
 }
 
-// Scales, shifts and reductions are in the accumulation type.
-at::ScalarType acc_type(DType d) { return d == DType::Double ? at::kDouble : at::kFloat; }
-
 View view_of(const at::Tensor& t) {
   View v;
-  v.data = t.data_ptr();
+  v.data = const_cast<void*>(t.const_data_ptr());
   for (int d = 0; d < 4; ++d) {
     v.size[d] = t.size(d);
     v.stride[d] = t.stride(d);
@@ -51,7 +51,7 @@ View view_of(const at::Tensor& t) {
   return v;
 }
 
-// The kernels index pixels of one image with 32-bit ints.
+// The kernels index the pixels of one image plane with 32-bit ints.
 void check_plane(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.size(2) * t.size(3) <= std::numeric_limits<int32_t>::max(), "hrnet_fast.exchange (cuda): ",
               what, " has more than 2^31 pixels per image");
@@ -65,25 +65,9 @@ void check_common(TensorList inputs) {
   for (const auto& x : inputs) check_plane(x, "an input");
 }
 
-// Dense (K, C) per-channel parameters in the accumulation type, 16-byte
-// aligned (the kernels load them in 16-byte packs), absent rows filled
-// with `fill`.
-at::Tensor params_for_kernel(const OptionalTensors& rows, const at::Tensor& x0, int64_t K, double fill, DType d) {
-  const auto opts = x0.options().dtype(acc_type(d));
-  std::vector<at::Tensor> dense;
-  for (int64_t k = 0; k < K; ++k) {
-    std::optional<at::Tensor> r = static_cast<size_t>(k) < rows.size() ? rows.get(k) : std::nullopt;
-    dense.push_back(r.has_value() && r->defined() ? r->to(acc_type(d)) : at::full({x0.size(1)}, fill, opts));
-  }
-  at::Tensor r = at::stack(dense);
-  if (reinterpret_cast<uintptr_t>(r.data_ptr()) % 16 != 0) r = r.clone();
-  return r;
-}
-
-// Bytes of output gradient (and output) per group of images in the backward:
-// a share of L2 (40 MB on A100, 50 MB on H100/H200) that leaves room for the
-// inputs streaming through beside them.
-constexpr int64_t kL2Budget = 16 << 20;
+// An input as the kernels read it: raw data through its strides. Only a
+// lazily negated view (torch._neg_view) is resolved first.
+at::Tensor readable(const at::Tensor& x) { return x.is_neg() ? x.resolve_neg() : x; }
 
 std::array<int64_t, 2> concrete_size(c10::SymIntArrayRef size) {
   TORCH_CHECK_VALUE(size.size() == 2, "hrnet_fast.exchange: size must have two entries, got ", size.size());
@@ -95,36 +79,38 @@ at::Tensor exchange_cuda(TensorList inputs, const OptionalTensors& scales, const
   check_exchange(inputs, scales, shifts, sym_size, mode);
   const auto size = concrete_size(sym_size);
   check_common(inputs);
-  const Mode m = parse_mode(mode);
   const at::Tensor& x0 = inputs[0];
-  const DType dt = dtype_of(x0);
   const c10::cuda::CUDAGuard guard(x0.device());
   const auto fmt = output_format(x0);
   at::Tensor out = at::empty({x0.size(0), x0.size(1), size[0], size[1]}, x0.options().memory_format(fmt));
   check_plane(out, "the output");
   if (out.numel() == 0) return out;
 
-  cuda::ForwardArgs a{};
-  a.dtype = dt;
-  a.mode = m;
-  a.align_corners = align_corners;
-  a.relu = relu;
-  a.channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  a.k = static_cast<int>(inputs.size());
+  cuda::ForwardDesc d{};
+  d.dtype = dtype_of(x0);
+  d.mode = parse_mode(mode);
+  d.align_corners = align_corners;
+  d.relu = relu;
+  d.channels_last = fmt == at::MemoryFormat::ChannelsLast;
+  d.k = static_cast<int>(inputs.size());
   // Kept alive until the launch is enqueued; the caching allocator orders
   // their reuse after it on this stream.
-  std::vector<at::Tensor> xs;
-  xs.reserve(inputs.size());
-  for (int k = 0; k < a.k; ++k) {
-    xs.push_back(inputs[k].contiguous(fmt));  // no copy when already in fmt
-    a.inputs[k] = view_of(xs.back());
+  std::vector<at::Tensor> resolved;
+  for (int k = 0; k < d.k; ++k) {
+    if (inputs[k].is_neg()) {
+      resolved.push_back(readable(inputs[k]));
+      d.in[k] = view_of(resolved.back());
+    } else {
+      d.in[k] = view_of(inputs[k]);
+    }
   }
-  const at::Tensor s = params_for_kernel(scales, x0, a.k, 1.0, dt);
-  const at::Tensor b = params_for_kernel(shifts, x0, a.k, 0.0, dt);
-  a.scales = s.data_ptr();
-  a.shifts = b.data_ptr();
-  a.out = view_of(out);
-  cuda::launch_forward(a, c10::cuda::getCurrentCUDAStream(x0.device().index()).stream());
+  const at::ScalarType acc = affine_dtype(x0.scalar_type());
+  // 16-byte aligned: the kernels read the rows in 16-byte packs.
+  const AffineRows s = affine_rows(scales, inputs.size(), acc, 16);
+  const AffineRows b = affine_rows(shifts, inputs.size(), acc, 16);
+  for (int k = 0; k < d.k; ++k) d.scale[k] = s.ptr[k], d.shift[k] = b.ptr[k];
+  d.out = view_of(out);
+  cuda::launch_forward(d, c10::cuda::getCurrentCUDAStream(x0.device().index()).stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
@@ -134,87 +120,58 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
     std::string_view mode, bool align_corners, bool relu) {
   check_exchange_backward(grad_out, out, inputs, scales, mode);
   check_common(inputs);
-  const Mode m = parse_mode(mode);
-  const at::Tensor& x0 = inputs[0];
   check_plane(out, "the output");
-  const DType dt = dtype_of(x0);
+  const at::Tensor& x0 = inputs[0];
   const c10::cuda::CUDAGuard guard(x0.device());
   const auto K = static_cast<int64_t>(inputs.size());
   const int64_t C = x0.size(1);
-  const auto acc = at::TensorOptions().dtype(acc_type(dt)).device(x0.device());
+  const at::ScalarType acc = affine_dtype(x0.scalar_type());
+  const auto acc_opts = at::TensorOptions().dtype(acc).device(x0.device());
 
   std::vector<at::Tensor> grads;
   grads.reserve(inputs.size());
   for (const auto& x : inputs) grads.push_back(at::empty(x.sizes(), x.options().memory_format(output_format(x))));
+  at::Tensor grad_scales = at::empty({K, C}, acc_opts);
+  at::Tensor grad_shift = at::empty({C}, acc_opts);
   if (out.numel() == 0) {
     for (auto& g : grads) g.zero_();
-    return {grads, at::zeros({K, C}, acc), at::zeros({C}, acc)};
+    grad_scales.zero_();
+    grad_shift.zero_();
+    return {grads, grad_scales, grad_shift};
   }
 
-  const auto fmt = output_format(x0);
+  cuda::BackwardDesc d{};
+  d.dtype = dtype_of(x0);
+  d.mode = parse_mode(mode);
+  d.align_corners = align_corners;
+  d.relu = relu;
+  d.channels_last = output_format(x0) == at::MemoryFormat::ChannelsLast;
+  d.k = static_cast<int>(K);
   // A gradient of another dtype (e.g. from autocast) is cast, as autograd
-  // would for the reference's ops.
-  const at::Tensor g = grad_out.to(x0.scalar_type()).contiguous(fmt);
-  // Both dense in fmt, so they share strides (up to those of size-1
-  // dimensions, which are never applied): the kernels index them alike.
-  const at::Tensor o = out.contiguous(fmt);
-  const at::Tensor s = params_for_kernel(scales, x0, K, 1.0, dt);
-  at::Tensor grad_scales = at::empty({K, C}, acc);
-  at::Tensor grad_shifts = at::empty({C}, acc);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x0.device().index()).stream();
+  // would for the reference's ops; otherwise it is read where it is.
+  const at::Tensor g = readable(grad_out.scalar_type() == x0.scalar_type() ? grad_out : grad_out.to(x0.scalar_type()));
+  const at::Tensor o = readable(out);
+  std::vector<at::Tensor> xs;
+  xs.reserve(inputs.size());
+  for (int k = 0; k < d.k; ++k) {
+    xs.push_back(readable(inputs[k]));
+    d.x[k] = view_of(xs.back());
+    d.gx[k] = view_of(grads[k]);
+  }
+  const AffineRows s = affine_rows(scales, inputs.size(), acc, 16);
+  for (int k = 0; k < d.k; ++k) d.scale[k] = s.ptr[k];
+  d.grad = view_of(g);
+  d.out = view_of(o);
+  d.grad_scales = grad_scales.data_ptr();
+  d.grad_shift = grad_shift.data_ptr();
 
-  std::vector<at::Tensor> xs(K), parts_gx(K);
-  at::Tensor part_g;
-  std::vector<cuda::BackwardArgs> args(K);
-  std::vector<cuda::PartialShape> shapes(K);
-  for (int64_t k = 0; k < K; ++k) {
-    const auto xfmt = output_format(inputs[k]);
-    xs[k] = inputs[k].contiguous(xfmt);
-    cuda::BackwardArgs& a = args[k];
-    a.dtype = dt;
-    a.mode = m;
-    a.align_corners = align_corners;
-    a.relu = relu;
-    a.channels_last = xfmt == at::MemoryFormat::ChannelsLast;
-    a.grad = view_of(g);
-    a.out = view_of(o);
-    a.x = view_of(xs[k]);
-    a.grad_x = view_of(grads[k]);
-    a.scale = static_cast<const char*>(s.data_ptr()) + k * C * s.element_size();
-    shapes[k] = cuda::backward_partials(a);
-    // Scratch from the caching allocator: per-block partial sums.
-    parts_gx[k] = at::empty({shapes[k].numel}, acc);
-    a.part_gx = parts_gx[k].data_ptr();
-    if (k == 0) {
-      part_g = at::empty({shapes[k].numel}, acc);
-      a.part_g = part_g.data_ptr();
-    }
-  }
-  // Every pass reads the whole output gradient (and output). Running all
-  // passes over a group of images before the next group lets the later
-  // passes find that group in L2 instead of DRAM.
-  const int64_t N = out.size(0);
-  const int64_t per_image = C * out.size(2) * out.size(3) * g.element_size() * (relu ? 2 : 1);
-  const int64_t group = K == 1 ? N : std::max<int64_t>(1, kL2Budget / per_image);
-  for (int64_t n0 = 0; n0 < N; n0 += group) {
-    for (int64_t k = 0; k < K; ++k) {
-      args[k].n_begin = n0;
-      args[k].n_end = std::min(N, n0 + group);
-      cuda::launch_backward_input(args[k], stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  }
-  // Every input's shift receives the same sum of the masked gradient;
-  // input 0's pass provides it (the sum over its pixels of G, which is the
-  // plain sum of gm when input 0 has the output size).
-  std::vector<cuda::SumJob> sums;
-  for (int64_t k = 0; k < K; ++k)
-    sums.push_back({parts_gx[k].data_ptr(), shapes[k],
-                    static_cast<char*>(grad_scales.data_ptr()) + k * C * grad_scales.element_size(), 1});
-  sums.push_back({part_g.data_ptr(), shapes[0], grad_shifts.data_ptr(), 1});
-  cuda::launch_channel_sums(dt, sums.data(), static_cast<int>(sums.size()), C, stream);
+  const cuda::BackwardPlan plan = cuda::plan_backward(d, cuda::backward_smem_budget());
+  // One scratch buffer per call from the caching allocator: partial rows
+  // and partial sums (exchange_plan.h lays them out).
+  const at::Tensor scratch = at::empty({std::max<int64_t>(plan.scratch_bytes, 1)}, acc_opts.dtype(at::kByte));
+  cuda::launch_backward(d, plan, scratch.data_ptr(), c10::cuda::getCurrentCUDAStream(x0.device().index()).stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {grads, grad_scales, grad_shifts};
+  return {grads, grad_scales, grad_shift};
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
-// Compile check of the CUDA kernel templates without torch: one instance of
-// each kernel in each storage type's packed or scalar form, built by
-// CMakeLists.txt with -DHRNET_FAST_CUDA=ON (seconds, versus minutes for the
-// extension).
+// Compile checks of the CUDA kernel headers without torch, built with
+// -DHRNET_FAST_CUDA=ON (CMakeLists.txt) together with the torch-free
+// launch units csrc/cuda/*.cu, which instantiate every kernel the extension
+// ships. Here: the layout facts the kernels rely on.
 #include "exchange_backward.cuh"
 #include "exchange_forward.cuh"
+#include "exchange_plan.h"
 
 namespace hrnet_fast {
 namespace cuda {
@@ -12,16 +13,23 @@ static_assert(sizeof(Pack<__half, 8>) == 16 && alignof(Pack<__half, 8>) == 16, "
 static_assert(sizeof(Pack<__nv_bfloat16, 8>) == 16 && alignof(Pack<__nv_bfloat16, 8>) == 16,
               "bf16 pack is one 16-byte access");
 static_assert(sizeof(Pack<float, 4>) == 16 && alignof(Pack<float, 4>) == 16, "fp32 pack is one 16-byte access");
+static_assert(sizeof(Pack<double, 2>) == 16 && alignof(Pack<double, 2>) == 16, "fp64 pack is one 16-byte access");
+static_assert(sizeof(Pack<__half, 2>) == 4 && alignof(Pack<__half, 2>) == 4, "fp16 pair is one 4-byte access");
+static_assert(sizeof(FwdParams<float, int32_t>) <= 4096 && sizeof(FwdParams<double, int64_t>) <= 4096,
+              "forward parameters fit the kernel parameter space");
+static_assert(sizeof(BwdParams<float, int32_t>) <= 4096 && sizeof(BwdParams<double, int64_t>) <= 4096,
+              "backward parameters fit the kernel parameter space");
+static_assert(sizeof(SumParams<double, int64_t>) <= 4096, "sum parameters fit the kernel parameter space");
+// The shared memory plan (exchange_plan.h) sizes tables by these.
+static_assert(sizeof(TileTab<float>) % 4 == 0 && sizeof(TileTab<double>) % 8 == 0, "tile tables stay aligned");
 
-template __global__ void forward_cl<float, 4, Mode::Bilinear>(const ForwardParams<float>);
-template __global__ void forward_cl<__nv_bfloat16, 8, Mode::Nearest>(const ForwardParams<float>);
-template __global__ void forward_nchw<__half, Mode::Bilinear>(const ForwardParams<float>);
-template __global__ void forward_nchw<double, Mode::Nearest>(const ForwardParams<double>);
-template __global__ void backward_cl<__half, 8, Mode::Bilinear>(const BackwardParams<float>);
-template __global__ void backward_cl<double, 1, Mode::Nearest>(const BackwardParams<double>);
-template __global__ void backward_nchw<float, Mode::Bilinear>(const BackwardParams<float>);
-template __global__ void backward_nchw<__nv_bfloat16, Mode::Nearest>(const BackwardParams<float>);
-template __global__ void channel_sums<float>(const SumJobs<float>);
+// One kernel of each family, so this unit alone catches a broken header.
+template __global__ void forward_cl_kernel<__nv_bfloat16, 8, Pattern<1, 3, Kind::Lin>, int32_t>(
+    const FwdParams<float, int32_t>);
+template __global__ void forward_nchw_kernel<float, 4, RuntimePattern, int32_t>(const FwdParams<float, int32_t>);
+template __global__ void backward_tiles_kernel<__half, 8, int32_t>(const BwdParams<float, int32_t>);
+template __global__ void backward_finish_kernel<double, 1, int64_t>(const BwdParams<double, int64_t>);
+template __global__ void backward_sums_kernel<float, int32_t>(const SumParams<float, int32_t>);
 
 }  // namespace cuda
 }  // namespace hrnet_fast

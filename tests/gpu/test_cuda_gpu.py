@@ -1,6 +1,17 @@
 """The CUDA C++ backend (backend="cuda") on a GPU: semantics against the
 reference, gradients, agreement with Triton, determinism, CUDA graphs, op
-registration and a compute-sanitizer run. Skipped without a CUDA device."""
+registration, kernel launches per call and a compute-sanitizer run. Skipped
+without a CUDA device.
+
+Paths of the kernels (kernels/exchange_plan.h picks them; the CTest
+emulation checks the picks and runs the bodies on the CPU):
+  forward   a compiled input pattern (HRNet's rows: same-size inputs, then
+            exact nearest factors or bilinear) with 16-byte packs, or the
+            run-time kernel (other kinds and counts, narrow packs or single
+            elements, 64-bit index math past 2^31 elements), per layout;
+  backward  output tiles with the adjoint in shared memory (2 launches), plus
+            a finishing kernel for pixels straddling tiles (bilinear) and
+            for inputs gathered whole (strong downsizing): 3 launches."""
 from __future__ import annotations
 
 import itertools
@@ -84,8 +95,8 @@ def reference64(xs, scales, shifts, size, mode, ac, relu, grad, mask=None):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_backward_match_reference(shapes, size, mode, ac, channels_last, dtype):
-    # c=24: 16-byte packs for every dtype on channels_last; c=18 below takes
-    # the scalar channels_last path.
+    # c=24: 16-byte packs for every dtype on channels_last; c=18 takes
+    # 4-byte packs (half precision) or single elements (float32).
     for c in (24, 18):
         xs, scales, shifts = make_case(shapes, c=c, dtype=dtype, channels_last=channels_last)
         grad = torch.randn(2, c, *size, device=DEV).to(dtype)
@@ -103,20 +114,151 @@ def test_forward_backward_match_reference(shapes, size, mode, ac, channels_last,
             assert gx.is_contiguous(memory_format=hrnet_fast.contract.follow_format(x))
 
 
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_backward_in_image_groups(channels_last):
-    """Large images: the backward runs its passes over groups of images
-    (one image per group here, 32 MiB of gradient and output each)."""
+def test_large_images(channels_last, mode):
+    """Many tiles, several blocks per SM and more tiles than resident
+    blocks (the kernels loop over their tiles)."""
     shapes, size = [(256, 256), (128, 128), (64, 64)], (256, 256)
     xs, scales, shifts = make_case(shapes, n=3, c=64, channels_last=channels_last)
     grad = torch.randn(3, 64, *size, device=DEV)
-    y, grads = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
+    y, grads = run("cuda", xs, scales, shifts, size, mode, False, True, grad)
     # 12.6M outputs: a few within rounding of zero may flip the ReLU mask,
     # so the reference uses the kernel's mask.
-    ry, rgrads = reference64(xs, scales, shifts, size, "bilinear", False, True, grad, mask=(y > 0).double())
+    ry, rgrads = reference64(xs, scales, shifts, size, mode, False, True, grad, mask=(y > 0).double())
     assert rel_err(y, ry) < 1e-5
     for a, b in zip(grads, rgrads):
         assert rel_err(a, b) < 1e-5
+
+
+def hrnet_rows():
+    """Every row of 2-, 3- and 4-branch modules: (i + 1) inputs at the output
+    size (the identity and the finer branches' chains), then the coarser
+    branches at 1/2, 1/4, 1/8 -- the compiled patterns. Branch sizes keep W a
+    multiple of 8, so NCHW takes them too."""
+    sizes = [(32, 64), (16, 32), (8, 16), (4, 8)]
+    rows = []
+    for branches in (2, 3, 4):
+        for i in range(branches):
+            rows.append(([sizes[i]] * (i + 1) + sizes[i + 1:branches], sizes[i]))
+    return rows
+
+
+def affine_subset(scales, shifts, which):
+    """'none': no affines at all; 'some': alternate inputs get a scale or a
+    shift (None for the others); 'all': both for every input."""
+    if which == "none":
+        return [], []
+    if which == "some":
+        return ([s if k % 2 else None for k, s in enumerate(scales)],
+                [b if k % 2 == 0 else None for k, b in enumerate(shifts)])
+    return scales, shifts
+
+
+def run_affine(backend, xs, scales, shifts, size, mode, ac, relu, grad):
+    """Output and gradients of inputs and of the given affine rows."""
+    xs_ = leaf(xs)
+    sc_ = [None if t is None else t.detach().clone().requires_grad_() for t in scales]
+    sh_ = [None if t is None else t.detach().clone().requires_grad_() for t in shifts]
+    y = hrnet_fast.exchange(xs_, sc_ or None, sh_ or None, size=size, mode=mode, align_corners=ac, relu=relu,
+                            backend=backend)
+    y.backward(grad)
+    return y, [t.grad for t in xs_ + [t for t in sc_ + sh_ if t is not None]]
+
+
+def reference_affine(xs, scales, shifts, size, mode, ac, grad, mask):
+    """float64 reference with the kernel's ReLU mask (see reference64)."""
+    xs_ = leaf(xs, torch.float64)
+    sc_ = [None if t is None else t.detach().double().requires_grad_() for t in scales]
+    sh_ = [None if t is None else t.detach().double().requires_grad_() for t in shifts]
+    y = hrnet_fast.reference(xs_, sc_ or None, sh_ or None, size=size, mode=mode, align_corners=ac, relu=False)
+    y = y * mask
+    y.backward(grad.double())
+    return y.detach(), [t.grad for t in xs_ + [t for t in sc_ + sh_ if t is not None]]
+
+
+@pytest.mark.parametrize("row", range(len(hrnet_rows())))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_hrnet_rows(row, channels_last):
+    """The compiled patterns (and the tiled backward without straddling
+    pixels for nearest), every dtype, mode and affine variant."""
+    shapes, size = hrnet_rows()[row]
+    for dtype in DTYPES:
+        for (mode, ac), which in itertools.product(MODES, ("none", "some", "all")):
+            xs, scales, shifts = make_case(shapes, c=32, dtype=dtype, channels_last=channels_last, seed=row)
+            scales, shifts = affine_subset(scales, shifts, which)
+            grad = torch.randn(2, 32, *size, device=DEV).to(dtype)
+            y, grads = run_affine("cuda", xs, scales, shifts, size, mode, ac, True, grad)
+            ry, rgrads = reference_affine(xs, scales, shifts, size, mode, ac, grad, (y > 0).double())
+            what = f"{dtype} {mode} ac={ac} affine={which}"
+            assert rel_err(y, ry.clamp_min(0)) < TOL[dtype], what
+            for i, (a, b) in enumerate(zip(grads, rgrads)):
+                assert rel_err(a, b) < 2 * TOL[dtype], f"{what}: grad {i}"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ac", [False, True])
+def test_downsizing(channels_last, dtype, ac):
+    """Bilinear inputs larger than the output: slightly (mmseg's 26 -> 25:
+    straddling pixels, finished by the second kernel) and strongly (gathered
+    whole by it), beside an upsampled one."""
+    for shapes, size in (([(25, 19), (26, 20), (13, 10)], (25, 19)), ([(12, 10), (60, 50), (6, 5)], (12, 10))):
+        xs, scales, shifts = make_case(shapes, c=16, dtype=dtype, channels_last=channels_last)
+        grad = torch.randn(2, 16, *size, device=DEV).to(dtype)
+        y, grads = run("cuda", xs, scales, shifts, size, "bilinear", ac, True, grad)
+        ry, rgrads = reference64(xs, scales, shifts, size, "bilinear", ac, True, grad, (y > 0).double())
+        assert rel_err(y, ry) < TOL[dtype]
+        for i, (a, b) in enumerate(zip(grads, rgrads)):
+            assert rel_err(a, b) < 2 * TOL[dtype], f"{shapes}: grad {i}"
+
+
+def cuda_kernels(fn):
+    """Names of the kernels one call of fn launches (after a warm-up call)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_launches_per_call(channels_last):
+    """Forward: one kernel, nothing else (no affine rows built, no copies),
+    with or without affines. Backward: two kernels for nearest with exact
+    factors, three for bilinear."""
+    shapes, size = [(64, 48), (32, 24), (16, 12), (8, 6)], (64, 48)
+    xs, scales, shifts = make_case(shapes, c=48, dtype=torch.bfloat16, channels_last=channels_last)
+    op, bwd = torch.ops.hrnet_fast.exchange, torch.ops.hrnet_fast.exchange_backward
+    some = ([None, scales[1], None, scales[3]], [shifts[0], None, None, shifts[3]])
+    for mode, (sc, sh) in itertools.product(("nearest", "bilinear"), (([], []), some, (scales, shifts))):
+        names = cuda_kernels(lambda: op(xs, sc, sh, list(size), mode, False, True))
+        assert len(names) == 1 and "forward_" in names[0], (mode, names)
+    for mode, want in (("nearest", 2), ("bilinear", 3)):
+        out = op(xs, scales, shifts, list(size), mode, False, True)
+        grad = torch.randn_like(out)
+        names = cuda_kernels(lambda: bwd(grad, out, xs, scales, mode, False, True))
+        assert len(names) == want and all("backward_" in n for n in names), (mode, names)
+
+
+def test_nan_propagates():
+    """NaN stays NaN through the ReLU (torch.relu), and its gradient passes
+    where the output is NaN (threshold_backward's out <= 0 mask)."""
+    for channels_last in (False, True):
+        xs, scales, shifts = make_case([(16, 16), (8, 8)], c=8, channels_last=channels_last)
+        xs[0][0, 3, 5, 7] = float("nan")
+        xs[1][1, 2, 1, 1] = float("nan")
+        for mode in ("nearest", "bilinear"):
+            grad = torch.randn(2, 8, 16, 16, device=DEV)
+            y, grads = run("cuda", xs, scales, shifts, (16, 16), mode, False, True, grad)
+            ry = hrnet_fast.reference(xs, scales, shifts, size=(16, 16), mode=mode)
+            assert torch.equal(y.isnan(), ry.isnan())
+            assert torch.allclose(y.nan_to_num(), ry.nan_to_num(), rtol=1e-5, atol=1e-5)
+            assert grads[0][0, 3, 5, 7] == scales[0][3] * grad[0, 3, 5, 7]
 
 
 @pytest.mark.parametrize("mode,ac", MODES)
@@ -173,25 +315,31 @@ def test_matches_triton(mode, ac, dtype, channels_last):
         assert rel_err(a, b) < 2 * TOL[dtype]
 
 
+@pytest.mark.parametrize("mode,ac", MODES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_backward_deterministic(channels_last, dtype):
-    shapes, size = [(96, 64), (48, 32), (24, 16), (12, 8)], (96, 64)
+def test_backward_deterministic(channels_last, dtype, mode, ac):
+    """Bit-identical gradients across runs, with deterministic algorithms
+    on (stock PyTorch raises there for bilinear's CUDA backward); odd sizes
+    so bilinear has pixels straddling tiles."""
+    shapes, size = [(97, 66), (49, 33), (25, 17), (13, 9)], (97, 66)
     xs, scales, shifts = make_case(shapes, n=4, c=48, dtype=dtype, channels_last=channels_last)
     grad = torch.randn(4, 48, *size, device=DEV).to(dtype)
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        _, g1 = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
-        _, g2 = run("cuda", xs, scales, shifts, size, "bilinear", False, True, grad)
+        y1, g1 = run("cuda", xs, scales, shifts, size, mode, ac, True, grad)
+        y2, g2 = run("cuda", xs, scales, shifts, size, mode, ac, True, grad)
     finally:
         torch.use_deterministic_algorithms(prev)
+    assert torch.equal(y1, y2)
     for a, b in zip(g1, g2):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cuda_graph_capture_and_replay(channels_last):
+def test_cuda_graph_capture_and_replay(channels_last, mode):
     shapes, size = [(32, 24), (16, 12), (8, 6)], (32, 24)
     xs, scales, shifts = make_case(shapes, c=32, dtype=torch.bfloat16, channels_last=channels_last)
     grad = torch.randn(2, 32, *size, device=DEV).to(torch.bfloat16)
@@ -201,7 +349,7 @@ def test_cuda_graph_capture_and_replay(channels_last):
     def step():
         for t in static_x + static_s + static_b:
             t.grad = None
-        y = hrnet_fast.exchange(static_x, static_s, static_b, size=size, mode="bilinear", backend="cuda")
+        y = hrnet_fast.exchange(static_x, static_s, static_b, size=size, mode=mode, backend="cuda")
         y.backward(static_g)
         return y
 
@@ -222,7 +370,7 @@ def test_cuda_graph_capture_and_replay(channels_last):
             dst.copy_(src)
     graph.replay()
     torch.cuda.synchronize()
-    y, grads = run("cuda", new_xs, new_s, new_b, size, "bilinear", False, True, grad)
+    y, grads = run("cuda", new_xs, new_s, new_b, size, mode, False, True, grad)
     assert torch.equal(static_y, y)
     for a, b in zip(static_grads, grads):
         assert torch.equal(a, b)
@@ -295,26 +443,53 @@ def test_past_2_31_elements():
 
 
 SANITIZER_SCRIPT = textwrap.dedent("""
+    import sys
     import torch, hrnet_fast
+    # (output size, input sizes): one tile with non-exact factors; several
+    # tiles with exact factors (backward without straddling pixels); for
+    # bilinear also straddling pixels with slight downsizing, and an input
+    # gathered whole (strong downsizing).
+    NEAREST = [((9, 7), [(9, 7), (5, 4), (1, 1)]), ((32, 48), [(32, 48), (16, 24), (8, 12), (4, 6)])]
+    BILINEAR = NEAREST + [((33, 20), [(33, 20), (17, 10), (40, 24)]), ((12, 10), [(12, 10), (60, 50)])]
+    small = sys.argv[1:] == ["small"]
+    modes = [("bilinear", False)] if small else [("nearest", False), ("bilinear", False), ("bilinear", True)]
+    dtypes = [(torch.bfloat16, 16)] if small else [(torch.float32, 8), (torch.bfloat16, 16), (torch.float16, 6)]
     for cl in (False, True):
-        for mode, ac in (("nearest", False), ("bilinear", False), ("bilinear", True)):
-            for dtype, c in ((torch.float32, 8), (torch.bfloat16, 16), (torch.float16, 6)):
-                xs = [torch.randn(2, c, h, w, device="cuda", dtype=dtype, requires_grad=True)
-                      for h, w in ((9, 7), (5, 4), (1, 1))]
-                if cl:
-                    xs = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
-                y = hrnet_fast.exchange(xs, size=(9, 7), mode=mode, align_corners=ac, backend="cuda")
-                y.backward(torch.randn_like(y))
+        for mode, ac in modes:
+            for dtype, c in dtypes:
+                for i, (size, shapes) in enumerate(NEAREST if mode == "nearest" else BILINEAR):
+                    xs = [torch.randn(2, c, h, w, device="cuda", dtype=dtype) for h, w in shapes]
+                    if cl:
+                        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+                    xs = [x.requires_grad_() for x in xs]
+                    # Affines on every other case: the backward reads the
+                    # inputs only for the scales' gradients.
+                    scales = [torch.rand(c, device="cuda", requires_grad=True) for _ in xs] if i % 2 else None
+                    shifts = [torch.randn(c, device="cuda", requires_grad=True) for _ in xs] if i % 2 else None
+                    y = hrnet_fast.exchange(xs, scales, shifts, size=size, mode=mode, align_corners=ac,
+                                            backend="cuda")
+                    y.backward(torch.randn_like(y))
     torch.cuda.synchronize()
     print("ok")
 """)
 
 
-@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
-def test_compute_sanitizer_memcheck(tmp_path):
+def run_sanitizer(tmp_path, tool, *args):
     script = tmp_path / "small_case.py"
     script.write_text(SANITIZER_SCRIPT)
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    proc = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-                           str(script)], capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(["compute-sanitizer", "--tool", tool, "--error-exitcode", "3", sys.executable,
+                           str(script), *args], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
+def test_compute_sanitizer_memcheck(tmp_path):
+    run_sanitizer(tmp_path, "memcheck")
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer not on PATH")
+def test_compute_sanitizer_racecheck(tmp_path):
+    """The backward's phases share memory between barriers: no hazards
+    (bilinear bf16 only, to keep the instrumented run short)."""
+    run_sanitizer(tmp_path, "racecheck", "small")
