@@ -216,7 +216,7 @@ run_step models 45 0 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1
         --time-budget 10 --json '$AUX/bench_w32_pose_b32.json'"
 
 # --- optional, with GPU_CHECK_FULL=1 or while time is left ---------------------
-run_step sanitizer 60 0 1 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k compute_sanitizer"
+run_step sanitizer 120 0 1 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k compute_sanitizer"
 if [ "$FULL" = 1 ]; then
     run_step compile_max 400 0 1 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 20 \
             --variants eager,optimized,compile[max-autotune] --json '$AUX/bench_compile_w32_pose_b32.json'; \
