@@ -392,7 +392,7 @@ def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: Lis
     cl = slots.is_cl(out)
     rows_cfg, cols_cfg, red_cfg = tuning.backward_configs(grad, inputs, size, mode)
     bh, bw, bc = rows_cfg["BLOCK_H"], rows_cfg["BLOCK_W"], rows_cfg["BLOCK_C"]
-    ch, cw, cc = cols_cfg["BLOCK_H"], cols_cfg["BLOCK_W"], cols_cfg["BLOCK_C"]
+    ch, cw, cc = (cols_cfg["BLOCK_H"], cols_cfg["BLOCK_W"], cols_cfg["BLOCK_C"]) if cols_cfg else (1, 1, 1)
     align = bool(align_corners and mode == "bilinear")
     coarse = [k for k, x in enumerate(inputs) if slots.kind(x, size, mode) != slots.DIRECT]
     # The W-pass intermediates T_k (N, C, H, w_k), in grad's layout (the

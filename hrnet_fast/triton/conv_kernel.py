@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from . import slots, tuning
-from .forward import MAX_SLOTS, SCALES, slot_args
+from .forward import AUTOTUNE_KEYS, MAX_SLOTS, SCALES, slot_args
 from .tiles import affine, gather_slot, pixel_offset, wide
 
 MAX_CONVS = 3  # the deepest HRNet branch has three downsample chains
@@ -57,24 +57,25 @@ def _bias(acc, b_ptr, co, comask):
 @triton.jit
 def _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1, sw1,
                     x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3, sw3,
-                    c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-                    D2: tl.constexpr, D3: tl.constexpr, ALIGN: tl.constexpr, I64: tl.constexpr):
+                    c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C: tl.constexpr,
+                    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, ALIGN: tl.constexpr,
+                    I64: tl.constexpr):
     """acc + the conv biases + every exchange slot (with its affine)."""
     acc = _bias(acc, c0_ptr, co, comask)
     acc = _bias(acc, c1_ptr, co, comask)
     acc = _bias(acc, c2_ptr, co, comask)
     if (D0 & 3) != 0:
-        acc = affine(acc, gather_slot(x0_ptr, h0, w0, sh0, sw0, n, pix, oh, ow, co, mask, H, W, C, D0, ALIGN, False, I64),
-                     s0_ptr, b0_ptr, co, comask, D0)
+        v0 = gather_slot(x0_ptr, h0, w0, sh0, sw0, n, pix, oh, ow, co, mask, H, W, C, D0, ALIGN, False, I64)
+        acc = affine(acc, v0, s0_ptr, b0_ptr, co, comask, D0)
     if (D1 & 3) != 0:
-        acc = affine(acc, gather_slot(x1_ptr, h1, w1, sh1, sw1, n, pix, oh, ow, co, mask, H, W, C, D1, ALIGN, False, I64),
-                     s1_ptr, b1_ptr, co, comask, D1)
+        v1 = gather_slot(x1_ptr, h1, w1, sh1, sw1, n, pix, oh, ow, co, mask, H, W, C, D1, ALIGN, False, I64)
+        acc = affine(acc, v1, s1_ptr, b1_ptr, co, comask, D1)
     if (D2 & 3) != 0:
-        acc = affine(acc, gather_slot(x2_ptr, h2, w2, sh2, sw2, n, pix, oh, ow, co, mask, H, W, C, D2, ALIGN, False, I64),
-                     s2_ptr, b2_ptr, co, comask, D2)
+        v2 = gather_slot(x2_ptr, h2, w2, sh2, sw2, n, pix, oh, ow, co, mask, H, W, C, D2, ALIGN, False, I64)
+        acc = affine(acc, v2, s2_ptr, b2_ptr, co, comask, D2)
     if (D3 & 3) != 0:
-        acc = affine(acc, gather_slot(x3_ptr, h3, w3, sh3, sw3, n, pix, oh, ow, co, mask, H, W, C, D3, ALIGN, False, I64),
-                     s3_ptr, b3_ptr, co, comask, D3)
+        v3 = gather_slot(x3_ptr, h3, w3, sh3, sw3, n, pix, oh, ow, co, mask, H, W, C, D3, ALIGN, False, I64)
+        acc = affine(acc, v3, s3_ptr, b3_ptr, co, comask, D3)
     return acc
 
 
@@ -124,7 +125,8 @@ def exchange_conv_kernel(
     if EARLY:  # the exchange terms first (module note); else after the loop
         acc = _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1,
                               sw1, x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3,
-                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2, D3, ALIGN, I64)
+                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2,
+                              D3, ALIGN, I64)
 
     kk = tl.arange(0, BLOCK_K)
     ih0 = 2 * oh - 1
@@ -181,7 +183,8 @@ def exchange_conv_kernel(
     if not EARLY:
         acc = _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1,
                               sw1, x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3,
-                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2, D3, ALIGN, I64)
+                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2,
+                              D3, ALIGN, I64)
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)  # torch.relu: NaN stays NaN
     yoff = pixel_offset(n, pix, co, hw, C, OUT_CL)
@@ -223,14 +226,24 @@ def launch_conv_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional
         else:
             conv_args += [None] * 5
             cins.append(0)
-    cfg = tuning.conv_config(out, inputs, conv_inputs, size, mode)
-    grid = (triton.cdiv(n_img * height * width, cfg["BLOCK_M"]) * triton.cdiv(channels, cfg["BLOCK_N"]),)
-    wrap_triton(exchange_conv_kernel)[grid](
+    grid_of = lambda block_m, block_n: (triton.cdiv(n_img * height * width, block_m)  # noqa: E731
+                                        * triton.cdiv(channels, block_n),)
+    if tuning.AUTOTUNE:
+        # Opt-in: time the candidates on each new shape (tuning.py).
+        kernel = wrap_triton(tuning.autotuner("conv", exchange_conv_kernel, AUTOTUNE_KEYS + ["CIN0", "CIN1", "CIN2"],
+                                              out.dtype, channels, slots.is_cl(out), cins))
+        grid = lambda meta: grid_of(meta["BLOCK_M"], meta["BLOCK_N"])  # noqa: E731
+        meta = {}
+    else:
+        kernel = wrap_triton(exchange_conv_kernel)
+        cfg = tuning.conv_config(out, inputs, conv_inputs, size, mode)
+        grid = grid_of(cfg["BLOCK_M"], cfg["BLOCK_N"])
+        meta = dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                    EARLY=bool(cfg.get("EARLY", True)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    kernel[grid](
         out, *args, *conv_args, n_img, height, width,
         C=channels, D0=descs[0], D1=descs[1], D2=descs[2], D3=descs[3], CIN0=cins[0], CIN1=cins[1],
         CIN2=cins[2], A_CL=slots.is_cl(conv_inputs[0]), OUT_CL=slots.is_cl(out),
         ALIGN=bool(align_corners and mode == "bilinear"), RELU=bool(relu),
-        I64=slots.needs_int64([out, *inputs, *conv_inputs]),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], EARLY=bool(cfg.get("EARLY", True)),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        I64=slots.needs_int64([out, *inputs, *conv_inputs]), **meta,
     )

@@ -60,6 +60,8 @@ def flat_tile(N, H, W, C: tl.constexpr, OUT_CL: tl.constexpr, I64: tl.constexpr,
 # Scale arguments carry exact values or float64 bits: specializing them on
 # divisibility would only compile duplicates.
 SCALES = [f"{a}{j}" for j in range(MAX_SLOTS) for a in ("sh", "sw")]
+# What makes a new shape for opt-in autotuning (tuning.autotuner).
+AUTOTUNE_KEYS = ["N", "H", "W", "C", "D0", "D1", "D2", "D3", "OUT_CL", "ALIGN"]
 
 
 @triton.jit(do_not_specialize=SCALES)
@@ -131,16 +133,29 @@ def launch_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional[Tens
         return
     size = (height, width)
     out_cl = slots.is_cl(out)
-    cfg = tuning.forward_config(out, inputs, size, mode)
-    block_p, block_c = cfg["BLOCK_P"], cfg["BLOCK_C"]
-    tiles = triton.cdiv(n_img * height * width, block_p) if out_cl else n_img * triton.cdiv(height * width, block_p)
-    grid = (tiles * triton.cdiv(channels, block_c),)
+
+    def programs(block_p: int, block_c: int) -> int:
+        tiles = triton.cdiv(n_img * height * width, block_p) if out_cl else n_img * triton.cdiv(height * width,
+                                                                                                block_p)
+        return tiles * triton.cdiv(channels, block_c)
+
     chunks = [list(range(k, min(k + MAX_SLOTS, len(inputs)))) for k in range(0, len(inputs), MAX_SLOTS)]
+    if tuning.AUTOTUNE and len(chunks) == 1:
+        # Opt-in: time the candidates on each new shape (tuning.py).
+        kernel = wrap_triton(tuning.autotuner("fwd", exchange_fwd_kernel, AUTOTUNE_KEYS, out.dtype, channels,
+                                              out_cl))
+        grid = lambda meta: (programs(meta["BLOCK_P"], meta["BLOCK_C"]),)  # noqa: E731
+        meta = {}
+    else:
+        kernel = wrap_triton(exchange_fwd_kernel)
+        cfg = tuning.forward_config(out, inputs, size, mode)
+        grid = (programs(cfg["BLOCK_P"], cfg["BLOCK_C"]),)
+        meta = dict(BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"],
+                    num_stages=cfg["num_stages"])
     acc_dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
     bufs = [torch.empty_like(out, dtype=acc_dtype) for _ in range(min(len(chunks) - 1, 2))]
     i64 = slots.needs_int64([out, *inputs])
     align = bool(align_corners and mode == "bilinear")
-    kernel = wrap_triton(exchange_fwd_kernel)
     for ci, chunk in enumerate(chunks):
         first, last = ci == 0, ci == len(chunks) - 1
         args, descs = [], []
@@ -157,6 +172,5 @@ def launch_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional[Tens
             out, None if first else bufs[(ci - 1) % 2], None if last else bufs[ci % 2], *args,
             n_img, height, width,
             C=channels, D0=descs[0], D1=descs[1], D2=descs[2], D3=descs[3], OUT_CL=out_cl, ALIGN=align,
-            RELU=bool(relu), CHAIN=chain, I64=i64, BLOCK_P=block_p, BLOCK_C=block_c,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+            RELU=bool(relu), CHAIN=chain, I64=i64, **meta,
         )

@@ -33,6 +33,10 @@ def _rows(given: List[Tensor], slots_of: List[int], count: int) -> List[Optional
     return rows
 
 
+def _vectors(rows: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+    return [slots.vector(r) for r in rows]
+
+
 def _conv_layout(conv_inputs: List[Tensor]) -> List[Tensor]:
     """Conv inputs in one standard layout (the kernel reads them alike):
     the first one's; others are copied only when they differ."""
@@ -57,6 +61,7 @@ def exchange_triton(inputs: List[Tensor], scales: List[Tensor], scale_of: List[i
     out = torch.empty((x0.shape[0], x0.shape[1], size[0], size[1]), dtype=x0.dtype, device=x0.device,
                       memory_format=follow_format(x0))
     xs = [slots.standard(x) for x in inputs]
+    scale_rows, shift_rows, bias_rows = _vectors(scale_rows), _vectors(shift_rows), _vectors(bias_rows)
     if conv_inputs:
         if k > MAX_SLOTS or len(conv_inputs) > MAX_CONVS or x0.dtype == torch.float64:
             raise ValueError(f"hrnet_fast.exchange_triton: the one-pass conv kernel takes float32/16 or bfloat16, "
@@ -86,6 +91,7 @@ def exchange_triton_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], sc
     fmt = torch.channels_last if slots.is_cl(out) else torch.contiguous_format
     grad = slots.as_format(grad.to(x0.dtype), fmt)
     xs = [slots.standard(x) for x in inputs]
+    scale_rows = _vectors(scale_rows)
     grad_inputs, grad_scales, grad_shift, gm = launch_backward(grad, out, xs, scale_rows, mode, align_corners, relu,
                                                                want_gm=bool(conv_inputs))
     grad_a, grad_w = [], []

@@ -44,6 +44,11 @@ def standard(t: Tensor) -> Tensor:
     return as_format(t, torch.contiguous_format)
 
 
+def vector(t: Optional[Tensor]) -> Optional[Tensor]:
+    """A (C,) affine row or bias as the kernels read it: unit stride."""
+    return t if t is None or t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
+
+
 def as_format(t: Tensor, fmt: torch.memory_format) -> Tensor:
     """`t` contiguous in `fmt`, copied only when it is not. A clone, not
     .contiguous(): on fake CUDA tensors copy_ reaches the device."""

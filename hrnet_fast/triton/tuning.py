@@ -128,7 +128,8 @@ def cols_heuristic(dtype: torch.dtype, channels: int, cl: bool) -> dict:
 
 
 def backward_configs(grad: Tensor, inputs: Sequence[Tensor], size: Sequence[int], mode: str) -> List[dict]:
-    """(rows, cols, reduce) configurations for one backward call."""
+    """(rows, cols, reduce) configurations for one backward call (cols None
+    when no input is interpolated)."""
     pattern = slots.pattern_key(inputs, size, mode)
     pixels = grad.shape[0] * size[0] * size[1]
     cl = slots.is_cl(grad)
@@ -139,8 +140,10 @@ def backward_configs(grad: Tensor, inputs: Sequence[Tensor], size: Sequence[int]
     interp = {"BLOCK_H": min(h_all, max(INTERP_ELEMS // (w_all * _p2(ch)), 1)), "BLOCK_W": w_all, "BLOCK_C": _p2(ch)}
     rows = _choose("bwd_rows", key("bwd_rows", grad.dtype, ch, pixels, pattern), rows_heuristic(grad.dtype, ch, cl),
                    interp)
-    cols = _choose("bwd_cols", key("bwd_cols", grad.dtype, ch, pixels, pattern), cols_heuristic(grad.dtype, ch, cl),
-                   interp)
+    cols = None  # no H pass without an interpolated input
+    if "U" in pattern:
+        cols = _choose("bwd_cols", key("bwd_cols", grad.dtype, ch, pixels, pattern),
+                       cols_heuristic(grad.dtype, ch, cl), interp)
     red = _choose("bwd_reduce", key("bwd_reduce", grad.dtype, ch, pixels, pattern),
                   {"BLOCK_R": 32, "BLOCK_C": min(_p2(ch), 64), "num_warps": 4, "num_stages": 1},
                   {"BLOCK_R": 64, "BLOCK_C": _p2(ch)})
@@ -254,8 +257,9 @@ def autotuner(kernel: str, fn, keys: List[str], dtype: torch.dtype, channels: in
     if tuner is None:
         import triton.testing  # noqa: F401  (do_bench)
 
-        configs = [triton.Config({k: v for k, v in c.items() if k.isupper()}, num_warps=c["num_warps"],
-                                 num_stages=c["num_stages"]) for c in candidates(kernel, dtype, channels, cl, cins)]
+        configs = [triton.Config({k: v for k, v in c.items() if k.startswith("BLOCK_") or k == "EARLY"},
+                                 num_warps=c["num_warps"], num_stages=c["num_stages"])
+                   for c in candidates(kernel, dtype, channels, cl, cins)]
         tuner = triton.autotune(configs=configs, key=keys, do_bench=_quick_bench)(fn)
         _autotuners[family] = tuner
     return tuner
