@@ -12,18 +12,24 @@ Interpolation is separable, so each adjoint is a W pass then an H pass:
 each sum a gather over the contiguous range of readers (index.readers), so
 every output element has one writer and nothing needs atomics.
 
-1. rows: row bands of the output, walked in column blocks. Reads grad and
-   out once; writes gm when asked (the conv terms' backward reads it), the
-   gradient of every same-size input, and T_k for the source columns each
-   block owns (their readers lie in and next to the block, in cache);
-   per-band partial sums of gm and of gm * x_k.
-2. cols: row bands of each interpolated input: the H pass over T_k, its
-   gradient, per-band partial sums of G_k * x_k.
+1. rows: row bands of the output, walked in column blocks. Each band has
+   one program per role, with adjacent ids so that they run together and
+   share the band in cache: the main role reads grad and out once, writes
+   gm when asked (the conv terms' backward reads it), the gradient of every
+   same-size input and the band's partial sums of gm and of gm * x_k; role
+   k writes T_k for the band, each column block the source columns it owns
+   (their readers lie in and next to the block). Roles apart, no running
+   sum is live across the W pass's loops (ptxas spilled such sums).
+2. cols: row bands of each interpolated input, all inputs in one launch:
+   the H pass over T_k, its gradient, per-band partial sums of G_k * x_k.
 3. reduce: each partial-sum segment summed over its rows in a fixed order.
 
-Partial sums live in one (1 + MAX_SLOTS, RS, C) buffer: segment 0 for the
-shift, segment 1 + k for slot k's scale; each program writes its own row,
-and the reduction reads exactly the rows written, so nothing is zeroed.
+T_k is float32 (float64 for float64 tensors): an (N, C, H, w_k) buffer per
+interpolated input, in the gradient's layout. Partial sums live in one
+(1 + MAX_SLOTS, RS, C) buffer: segment 0 for the shift, segment 1 + k for
+slot k's scale; each program writes its own row, and the reduction reads
+exactly the rows written, so nothing is zeroed. More than MAX_SLOTS inputs
+take these three launches per chunk of MAX_SLOTS.
 """
 from __future__ import annotations
 

@@ -20,10 +20,14 @@ memory: row k = t * C_in + c_in of the K-major weight matrix, contiguous
 along K. The launcher converts a weight to that layout (and to the input
 dtype) only when it is not already.
 
-The epilogue's terms are computed first: the gathers of the same-size and
-interpolated inputs (with their affines) and the conv biases initialise the
-accumulator, so their loads are in flight with the pipeline's prologue
-instead of after the last K iteration, at no extra registers.
+The exchange terms (conv biases, same-size and interpolated inputs with
+their affines) initialise the accumulator before the K loop when EARLY:
+their loads are then in flight with the pipeline's prologue instead of
+after the last K iteration, and need no registers beyond the accumulator.
+A bilinear gather of a whole tile holds four taps, so with two or more
+interpolated inputs the terms are added after the loop instead (EARLY
+false): before it they pushed the kernel to 255 registers and spills
+(tuning.conv_heuristic has the counts).
 
 Numerics: float32 accumulation; bf16/fp16 operands on tensor cores; float32
 operands go through tl.dot's TF32 (10-bit mantissa: relative error about
