@@ -4,10 +4,13 @@ must be set before it is).
 
     index.py        interpolation index math (port of kernels/interp.h)
     forward.py      one-pass forward kernel
-    backward.py     gather-form adjoint, two-stage per-channel sums
+    backward.py     separable adjoint (W pass, H pass), fixed-order sums
     conv_kernel.py  implicit-GEMM forward with stride-2 conv terms
     ops.py          the torch.library ops and their autograd
-    config.py       block shapes, tuning, host-side scales
+    slots.py        layouts and slot descriptors (the input pattern)
+    tiles.py        offsets by layout, the gather of one slot
+    tuning.py       block shapes: shipped table, heuristic, opt-in autotuning
+    tuning_table.py the shipped table (benchmarks/tune_triton.py writes it)
     aot_check.py    compiles every kernel variant for sm_90 without a GPU
 """
 from __future__ import annotations

@@ -1,22 +1,42 @@
-"""One-pass exchange with stride-2 3x3 conv terms: an implicit-GEMM kernel.
+"""One-pass exchange with stride-2 3x3 conv terms: an implicit GEMM.
 
-Each program owns BLOCK_P output pixels x BLOCK_C output channels of one
-image and accumulates, with tl.dot, the GEMM over K = sum_m 9 * C_m: for
-each conv term and each of the 9 taps, a [BLOCK_P, BLOCK_K] tile of the
-conv input (zero outside the image: padding 1) times a [BLOCK_K, BLOCK_C]
-tile of the weights, reshaped on the host to (9 * C_m, C_out) with row
-(kh * 3 + kw) * C_m + c_in. The epilogue adds the biases, the same-size
-inputs and the gathered coarse inputs with their affines (forward._affine_term,
-the same code as the exchange), applies ReLU and stores once: the
-convolution's output never touches memory.
+    y = act( sum_m conv2d(a_m, w_m, b_m, stride=2, padding=1) + sum_j affine_j(interp(x_j)) )
 
-Every tile is masked (HRNet-W18 has 18/36/72/144 channels, never a
-multiple of a tile). Accumulation is float32; float32 inputs go through
-tl.dot's default TF32 on GPUs that have it (about 1e-3 relative).
+GEMM view: M = N * H * W output pixels (the batch folded in), N = C output
+channels, K = sum_m 9 * C_m. Each program owns a BLOCK_M x BLOCK_N tile and
+runs ONE software-pipelined loop over K, flattened over (conv term, tap,
+channel block): iteration i belongs to term m for i in [E_m, E_{m+1}),
+tap t = j // CB_m and channel block j % CB_m with j = i - E_m; all bounds
+are compile-time constants (channel counts are constexprs), so the loop has
+a constant trip count and the pipeliner keeps num_stages tiles in flight
+across tap and term boundaries. A channel block never straddles a tap:
+BLOCK_K is chosen per call to pad the channel counts least (tuning.py),
+and the channel tail is masked, never assumed full.
+
+Operands: A is the conv input gathered for the tap (zero outside the image:
+padding 1), channels contiguous for channels_last inputs. B is read straight
+from the weight in channels_last layout, which is (C_out, 3, 3, C_in) in
+memory: row k = t * C_in + c_in of the K-major weight matrix, contiguous
+along K. The launcher converts a weight to that layout (and to the input
+dtype) only when it is not already.
+
+The exchange terms (conv biases, same-size and interpolated inputs with
+their affines) initialise the accumulator before the K loop when EARLY:
+their loads are then in flight with the pipeline's prologue instead of
+after the last K iteration, and need no registers beyond the accumulator.
+A bilinear gather of a whole tile holds four taps, so with two or more
+interpolated inputs the terms are added after the loop instead (EARLY
+false): before it they pushed the kernel to 255 registers and spills
+(tuning.conv_heuristic has the counts).
+
+Numerics: float32 accumulation; bf16/fp16 operands on tensor cores; float32
+operands go through tl.dot's TF32 (10-bit mantissa: relative error about
+1e-3 of sum |a| |w| per output, the GPU tests allow 1e-2). float64 has no
+tl.dot path: the backend lowers such calls to library convolutions.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 import triton
@@ -24,130 +44,210 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from . import config
-from .forward import MAX_SLOTS, UNUSED, _affine_term, _offset, _slot_args, _tile, input_kind, is_flat
+from . import slots, tuning
+from .forward import AUTOTUNE_KEYS, MAX_SLOTS, SCALES, slot_args
+from .tiles import affine, gather_slot, pixel_offset, wide
 
 MAX_CONVS = 3  # the deepest HRNet branch has three downsample chains
 
-CONV_CONFIGS = [
-    triton.Config({"BLOCK_P": p, "BLOCK_C": c, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for p, c, k, w, s in [
-        (64, 32, 32, 4, 3), (128, 32, 32, 4, 3), (64, 64, 32, 4, 3), (128, 64, 32, 8, 3),
-        (128, 16, 32, 4, 3), (64, 16, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
-    ]
-]
-INTERP_META = {"BLOCK_P": 16, "BLOCK_C": 16, "BLOCK_K": 16}
-
 
 @triton.jit
-def _conv_term(acc, a_ptr, sN, sC, sH, sW, CIN, HA, WA, w_ptr, n, oh, ow, pmask, c, cmask, C,
-               I64: tl.constexpr, BLOCK_K: tl.constexpr):
-    """acc + conv2d(a, w, stride=2, padding=1)[n, c, oh, ow] over one tile."""
-    abase = a_ptr + _offset(n, sN, I64)
-    kk = tl.arange(0, BLOCK_K)
-    for t in tl.static_range(9):
-        ih = 2 * oh - 1 + t // 3
-        iw = 2 * ow - 1 + t % 3
-        valid = pmask & (ih >= 0) & (ih < HA) & (iw >= 0) & (iw < WA)
-        pix = _offset(ih, sH, I64) + _offset(iw, sW, I64)
-        for k0 in range(0, CIN, BLOCK_K):
-            ci = k0 + kk
-            kmask = ci < CIN
-            a = tl.load(abase + pix[:, None] + _offset(ci, sC, I64)[None, :],
-                        mask=valid[:, None] & kmask[None, :], other=0.0)
-            b = tl.load(w_ptr + (t * CIN + ci)[:, None] * C + c[None, :],
-                        mask=kmask[:, None] & cmask[None, :], other=0.0)
-            acc += tl.dot(a, b)
+def _bias(acc, b_ptr, co, comask):
+    if b_ptr is not None:
+        acc += tl.load(b_ptr + co, mask=comask, other=0.0).to(tl.float32)[None, :]
     return acc
 
 
-@config.maybe_autotune(CONV_CONFIGS, key=["C", "HW", "KTOT"])
 @triton.jit
-def exchange_conv_fwd_kernel(
-    y_ptr, sc_ptr, sh_ptr, bias_ptr,
-    x0_ptr, x0_sN, x0_sC, x0_sH, x0_sW, x0_h, x0_w, x0_nsh, x0_nsw, x0_bsh, x0_bsw,
-    x1_ptr, x1_sN, x1_sC, x1_sH, x1_sW, x1_h, x1_w, x1_nsh, x1_nsw, x1_bsh, x1_bsw,
-    x2_ptr, x2_sN, x2_sC, x2_sH, x2_sW, x2_h, x2_w, x2_nsh, x2_nsw, x2_bsh, x2_bsw,
-    x3_ptr, x3_sN, x3_sC, x3_sH, x3_sW, x3_h, x3_w, x3_nsh, x3_nsw, x3_bsh, x3_bsw,
-    a0_ptr, a0_sN, a0_sC, a0_sH, a0_sW, a0_c, a0_h, a0_w, w0_ptr,
-    a1_ptr, a1_sN, a1_sC, a1_sH, a1_sW, a1_c, a1_h, a1_w, w1_ptr,
-    a2_ptr, a2_sN, a2_sC, a2_sH, a2_sW, a2_c, a2_h, a2_w, w2_ptr,
-    C, H, W, HW, KTOT, syN, syC, syH, syW,
-    KIND0: tl.constexpr, KIND1: tl.constexpr, KIND2: tl.constexpr, KIND3: tl.constexpr,
-    FLAT0: tl.constexpr, FLAT1: tl.constexpr, FLAT2: tl.constexpr, FLAT3: tl.constexpr, FLAT_Y: tl.constexpr,
-    NCONV: tl.constexpr, ALIGN: tl.constexpr, I64: tl.constexpr, RELU: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+def _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1, sw1,
+                    x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3, sw3,
+                    c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C: tl.constexpr,
+                    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, ALIGN: tl.constexpr,
+                    I64: tl.constexpr):
+    """acc + the conv biases + every exchange slot (with its affine)."""
+    acc = _bias(acc, c0_ptr, co, comask)
+    acc = _bias(acc, c1_ptr, co, comask)
+    acc = _bias(acc, c2_ptr, co, comask)
+    if (D0 & 3) != 0:
+        v0 = gather_slot(x0_ptr, h0, w0, sh0, sw0, n, pix, oh, ow, co, mask, H, W, C, D0, ALIGN, False, I64)
+        acc = affine(acc, v0, s0_ptr, b0_ptr, co, comask, D0)
+    if (D1 & 3) != 0:
+        v1 = gather_slot(x1_ptr, h1, w1, sh1, sw1, n, pix, oh, ow, co, mask, H, W, C, D1, ALIGN, False, I64)
+        acc = affine(acc, v1, s1_ptr, b1_ptr, co, comask, D1)
+    if (D2 & 3) != 0:
+        v2 = gather_slot(x2_ptr, h2, w2, sh2, sw2, n, pix, oh, ow, co, mask, H, W, C, D2, ALIGN, False, I64)
+        acc = affine(acc, v2, s2_ptr, b2_ptr, co, comask, D2)
+    if (D3 & 3) != 0:
+        v3 = gather_slot(x3_ptr, h3, w3, sh3, sw3, n, pix, oh, ow, co, mask, H, W, C, D3, ALIGN, False, I64)
+        acc = affine(acc, v3, s3_ptr, b3_ptr, co, comask, D3)
+    return acc
+
+
+@triton.jit(do_not_specialize=SCALES)
+def exchange_conv_kernel(
+    y_ptr,
+    x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0,
+    x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1, sw1,
+    x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2,
+    x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3, sw3,
+    a0_ptr, k0_ptr, c0_ptr, ha0, wa0,
+    a1_ptr, k1_ptr, c1_ptr, ha1, wa1,
+    a2_ptr, k2_ptr, c2_ptr, ha2, wa2,
+    N, H, W,
+    C: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr,
+    CIN0: tl.constexpr, CIN1: tl.constexpr, CIN2: tl.constexpr, A_CL: tl.constexpr, OUT_CL: tl.constexpr,
+    ALIGN: tl.constexpr, RELU: tl.constexpr, I64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr,
 ):
-    """y = act(sum_m conv_m + bias + sum_j scale_j * interp(x_j) + shift_j)."""
-    n, p, oh, ow, c, pmask, cmask, mask = _tile(HW, W, C, BLOCK_P, BLOCK_C)
-    acc = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
-    if NCONV > 0:
-        acc = _conv_term(acc, a0_ptr, a0_sN, a0_sC, a0_sH, a0_sW, a0_c, a0_h, a0_w, w0_ptr, n, oh, ow, pmask,
-                         c, cmask, C, I64, BLOCK_K)
-    if NCONV > 1:
-        acc = _conv_term(acc, a1_ptr, a1_sN, a1_sC, a1_sH, a1_sW, a1_c, a1_h, a1_w, w1_ptr, n, oh, ow, pmask,
-                         c, cmask, C, I64, BLOCK_K)
-    if NCONV > 2:
-        acc = _conv_term(acc, a2_ptr, a2_sN, a2_sC, a2_sH, a2_sW, a2_c, a2_h, a2_w, w2_ptr, n, oh, ow, pmask,
-                         c, cmask, C, I64, BLOCK_K)
-    acc += tl.load(bias_ptr + c, mask=cmask, other=0.0)[None, :]
-    acc = _affine_term(acc, sc_ptr, sh_ptr, 0, C, c, cmask,
-                       x0_ptr, x0_sN, x0_sC, x0_sH, x0_sW, x0_h, x0_w, H, W, x0_nsh, x0_nsw, x0_bsh, x0_bsw,
-                       n, p, oh, ow, mask, KIND0, FLAT0, ALIGN, False, I64)
-    acc = _affine_term(acc, sc_ptr, sh_ptr, 1, C, c, cmask,
-                       x1_ptr, x1_sN, x1_sC, x1_sH, x1_sW, x1_h, x1_w, H, W, x1_nsh, x1_nsw, x1_bsh, x1_bsw,
-                       n, p, oh, ow, mask, KIND1, FLAT1, ALIGN, False, I64)
-    acc = _affine_term(acc, sc_ptr, sh_ptr, 2, C, c, cmask,
-                       x2_ptr, x2_sN, x2_sC, x2_sH, x2_sW, x2_h, x2_w, H, W, x2_nsh, x2_nsw, x2_bsh, x2_bsw,
-                       n, p, oh, ow, mask, KIND2, FLAT2, ALIGN, False, I64)
-    acc = _affine_term(acc, sc_ptr, sh_ptr, 3, C, c, cmask,
-                       x3_ptr, x3_sN, x3_sC, x3_sH, x3_sW, x3_h, x3_w, H, W, x3_nsh, x3_nsw, x3_bsh, x3_bsw,
-                       n, p, oh, ow, mask, KIND3, FLAT3, ALIGN, False, I64)
+    """Conv term m: input a_m (CIN_m channels, ha_m x wa_m), its weight in
+    channels_last layout k_m, its bias c_m (None when absent); CIN_m == 0
+    marks an unused term. Exchange slots as in forward.py."""
+    NUM_N: tl.constexpr = (C + BLOCK_N - 1) // BLOCK_N
+    CB0: tl.constexpr = (CIN0 + BLOCK_K - 1) // BLOCK_K
+    CB1: tl.constexpr = (CIN1 + BLOCK_K - 1) // BLOCK_K
+    CB2: tl.constexpr = (CIN2 + BLOCK_K - 1) // BLOCK_K
+    E0: tl.constexpr = 9 * CB0
+    E1: tl.constexpr = E0 + 9 * CB1
+    TOTAL: tl.constexpr = E1 + 9 * CB2
+    EVEN_K: tl.constexpr = (CIN0 % BLOCK_K == 0) and (CIN1 % BLOCK_K == 0) and (CIN2 % BLOCK_K == 0)
+
+    pid = tl.program_id(0)
+    pid_n = pid % NUM_N
+    pid_m = pid // NUM_N
+    hw = wide(H, I64) * W
+    p = wide(pid_m, I64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pmask = p < N * hw
+    n = p // hw
+    pix = p - n * hw
+    oh = (pix // W).to(tl.int32)
+    ow = (pix % W).to(tl.int32)
+    co = wide(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), I64)
+    comask = co < C
+    mask = pmask[:, None] & comask[None, :]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    if EARLY:  # the exchange terms first (module note); else after the loop
+        acc = _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1,
+                              sw1, x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3,
+                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2,
+                              D3, ALIGN, I64)
+
+    kk = tl.arange(0, BLOCK_K)
+    ih0 = 2 * oh - 1
+    iw0 = 2 * ow - 1
+    for i in range(0, TOTAL):
+        # Which term, tap and channel block: scalar selects between constants.
+        if CIN1 == 0:
+            j = i
+            cbs = CB0
+            cin = CIN0
+            ha = ha0
+            wa = wa0
+            a_ptr = a0_ptr
+            k_ptr = k0_ptr
+        elif CIN2 == 0:
+            second = i >= E0
+            j = i - tl.where(second, E0, 0)
+            cbs = tl.where(second, CB1, CB0)
+            cin = tl.where(second, CIN1, CIN0)
+            ha = tl.where(second, ha1, ha0)
+            wa = tl.where(second, wa1, wa0)
+            a_ptr = tl.where(second, a1_ptr, a0_ptr)
+            k_ptr = tl.where(second, k1_ptr, k0_ptr)
+        else:
+            second = i >= E0
+            third = i >= E1
+            j = i - tl.where(third, E1, tl.where(second, E0, 0))
+            cbs = tl.where(third, CB2, tl.where(second, CB1, CB0))
+            cin = tl.where(third, CIN2, tl.where(second, CIN1, CIN0))
+            ha = tl.where(third, ha2, tl.where(second, ha1, ha0))
+            wa = tl.where(third, wa2, tl.where(second, wa1, wa0))
+            a_ptr = tl.where(third, a2_ptr, tl.where(second, a1_ptr, a0_ptr))
+            k_ptr = tl.where(third, k2_ptr, tl.where(second, k1_ptr, k0_ptr))
+        t = j // cbs
+        ci = (j - t * cbs) * BLOCK_K + kk
+        kh = t // 3
+        ih = ih0 + kh
+        iw = iw0 + (t - 3 * kh)
+        valid = pmask & (ih >= 0) & (ih < ha) & (iw >= 0) & (iw < wa)
+        if A_CL:
+            a_off = (((n * ha + ih) * wa + iw) * cin)[:, None] + ci[None, :]
+        else:
+            a_off = (n * cin * ha * wa + ih * wa + iw)[:, None] + (ci * (ha * wa))[None, :]
+        b_off = (t * cin + ci)[:, None] + (co * (9 * cin))[None, :]
+        if EVEN_K:
+            a = tl.load(a_ptr + a_off, mask=valid[:, None], other=0.0)
+            b = tl.load(k_ptr + b_off, mask=comask[None, :], other=0.0)
+        else:
+            kmask = ci < cin
+            a = tl.load(a_ptr + a_off, mask=valid[:, None] & kmask[None, :], other=0.0)
+            b = tl.load(k_ptr + b_off, mask=kmask[:, None] & comask[None, :], other=0.0)
+        acc = tl.dot(a, b, acc)
+
+    if not EARLY:
+        acc = _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1,
+                              sw1, x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3,
+                              sw3, c0_ptr, c1_ptr, c2_ptr, n, pix, oh, ow, co, comask, mask, H, W, C, D0, D1, D2,
+                              D3, ALIGN, I64)
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)  # torch.relu: NaN stays NaN
-    if FLAT_Y:
-        ypix = _offset(p, syW, I64)
-    else:
-        ypix = _offset(oh, syH, I64) + _offset(ow, syW, I64)
-    yoff = _offset(n, syN, I64) + _offset(c, syC, I64)[None, :] + ypix[:, None]
+    yoff = pixel_offset(n, pix, co, hw, C, OUT_CL)
     tl.store(y_ptr + yoff, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def weight_matrix(w: Tensor) -> Tensor:
-    """(C_out, C_in, 3, 3) -> (9 * C_in, C_out), row (kh * 3 + kw) * C_in + c_in:
-    the B operand of the implicit GEMM, contiguous along output channels."""
-    return w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous()
+def kmajor_weight(w: Tensor, dtype: torch.dtype) -> Tensor:
+    """The weight as the kernel reads it: channels_last (C_out, 3, 3, C_in
+    in memory) in the activations' dtype; `w` itself when it already is."""
+    if w.dtype != dtype:
+        w = w.to(dtype)
+    return slots.as_format(w, torch.channels_last)
 
 
-def launch_conv_forward(out: Tensor, inputs: List[Tensor], scales: Tensor, shifts: Tensor,
-                        conv_inputs: List[Tensor], weights: List[Tensor], bias: Tensor, mode: str,
-                        align_corners: bool, relu: bool) -> None:
-    """Fill `out` with the one-pass exchange; `bias` is the (C,) float32 sum
-    of the conv biases, `weights` already in weight_matrix layout and the
-    conv inputs' dtype."""
-    n_img, channels, height, width = out.shape
+def launch_conv_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional[Tensor]],
+                        shifts: List[Optional[Tensor]], conv_inputs: List[Tensor], weights: List[Tensor],
+                        biases: List[Optional[Tensor]], mode: str, align_corners: bool, relu: bool) -> None:
+    """Fill `out` with the one-pass exchange. Inputs and conv inputs in
+    standard layouts, the conv inputs all in one; weights as kmajor_weight
+    gives them."""
+    n_img, channels, height, width = (int(v) for v in out.shape)
     if out.numel() == 0:
         return
     size = (height, width)
-    slots, kinds, flats = [], [], []
+    args, descs = [], []
     for j in range(MAX_SLOTS):
-        x = inputs[j] if j < len(inputs) else inputs[0]
-        slots += _slot_args(x, size, align_corners)
-        kinds.append(input_kind(x, size, mode) if j < len(inputs) else UNUSED)
-        flats.append(is_flat(x, size) if j < len(inputs) else False)
-    conv_slots = []
+        if j < len(inputs):
+            args += slot_args(inputs[j], scales[j], shifts[j], size, mode, align_corners)
+            descs.append(slots.descriptor(inputs[j], size, mode, scales[j], shifts[j]))
+        else:
+            args += slot_args(None, None, None, size, mode, align_corners)
+            descs.append(slots.UNUSED)
+    conv_args, cins = [], []
     for m in range(MAX_CONVS):
-        a, w = (conv_inputs[m], weights[m]) if m < len(conv_inputs) else (conv_inputs[0], weights[0])
-        conv_slots += [a, *a.stride(), a.shape[1], a.shape[2], a.shape[3], w]
-    ktot = sum(9 * a.shape[1] for a in conv_inputs)
-    i64 = config.needs_int64([out, *inputs, *conv_inputs])
-    meta = INTERP_META if config.INTERPRET else {}
-    grid = lambda m: (triton.cdiv(height * width, m["BLOCK_P"]), triton.cdiv(channels, m["BLOCK_C"]), n_img)
-    wrap_triton(exchange_conv_fwd_kernel)[grid](
-        out, scales, shifts, bias, *slots, *conv_slots,
-        channels, height, width, height * width, ktot, *out.stride(),
-        KIND0=kinds[0], KIND1=kinds[1], KIND2=kinds[2], KIND3=kinds[3],
-        FLAT0=flats[0], FLAT1=flats[1], FLAT2=flats[2], FLAT3=flats[3], FLAT_Y=is_flat(out, size),
-        NCONV=len(conv_inputs), ALIGN=bool(align_corners and mode == "bilinear"), I64=i64, RELU=bool(relu),
-        **meta,
+        if m < len(conv_inputs):
+            a = conv_inputs[m]
+            conv_args += [a, weights[m], biases[m], a.shape[2], a.shape[3]]
+            cins.append(int(a.shape[1]))
+        else:
+            conv_args += [None] * 5
+            cins.append(0)
+    grid_of = lambda block_m, block_n: (triton.cdiv(n_img * height * width, block_m)  # noqa: E731
+                                        * triton.cdiv(channels, block_n),)
+    if tuning.AUTOTUNE:
+        # Opt-in: time the candidates on each new shape (tuning.py).
+        kernel = wrap_triton(tuning.autotuner("conv", exchange_conv_kernel, AUTOTUNE_KEYS + ["CIN0", "CIN1", "CIN2"],
+                                              out.dtype, channels, slots.is_cl(out), cins))
+        grid = lambda meta: grid_of(meta["BLOCK_M"], meta["BLOCK_N"])  # noqa: E731
+        meta = {}
+    else:
+        kernel = wrap_triton(exchange_conv_kernel)
+        cfg = tuning.conv_config(out, inputs, conv_inputs, size, mode)
+        grid = grid_of(cfg["BLOCK_M"], cfg["BLOCK_N"])
+        meta = dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+                    EARLY=bool(cfg.get("EARLY", True)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    kernel[grid](
+        out, *args, *conv_args, n_img, height, width,
+        C=channels, D0=descs[0], D1=descs[1], D2=descs[2], D3=descs[3], CIN0=cins[0], CIN1=cins[1],
+        CIN2=cins[2], A_CL=slots.is_cl(conv_inputs[0]), OUT_CL=slots.is_cl(out),
+        ALIGN=bool(align_corners and mode == "bilinear"), RELU=bool(relu),
+        I64=slots.needs_int64([out, *inputs, *conv_inputs]), **meta,
     )

@@ -6,13 +6,17 @@ area_pixel_compute_source_index in float32, or float64 for float64 tensors),
 and the adjoint range `readers` is a binary search on those same formulas,
 so the forward and the backward can never disagree about who reads whom.
 
-Scales are passed in from the host, computed there in float32 exactly as
-ATen does: Triton's float32 `/` lowers to an approximate division on NVIDIA
-GPUs, which could move a source coordinate across an integer. The float64
-path divides in the kernel, where division is correctly rounded.
+Scales arrive from the host (slots.axis_scale), computed there exactly as
+ATen does: no kernel divides. Triton's float32 `/` lowers to an approximate
+division on NVIDIA GPUs, which could move a source coordinate across an
+integer, and a correctly rounded division (div.rn) carries a slow-path
+subroutine call, around which ptxas saves the caller's live registers to
+the stack: spills, wherever the compiler sinks the division to.
 
-Coordinates are int32 (a spatial extent is far below 2^31); only the flat
-memory offsets built from them need int64.
+Sizes may arrive as constexpr 1 (Triton specializes integer arguments equal
+to one), which has no `.to()`: they are converted by multiplying with a
+typed one. Coordinates are int32 (a spatial extent is far below 2^31); only
+the flat memory offsets built from them may need int64.
 """
 import triton
 import triton.language as tl
@@ -21,31 +25,13 @@ import triton.language as tl
 @triton.jit
 def nearest_source(dst, n_in, n_out, nscale):
     """ATen's nearest_idx: dst, or dst >> 1 for an exact 2x, else
-    min(floor(dst * nscale), n_in - 1) with nscale = float(in) / float(out)."""
+    min(floor(dst * nscale), n_in - 1)."""
     # dst * nscale >= 0, so truncation is floor (and needs no libdevice).
     src = (dst.to(tl.float32) * nscale).to(tl.int32)
     src = tl.minimum(src, n_in - 1)
     src = tl.where(n_out == 2 * n_in, dst >> 1, src)
     src = tl.where(n_out == n_in, dst, src)
     return src
-
-
-@triton.jit
-def linear_scale(n_in, n_out, bscale, ALIGN: tl.constexpr, F64: tl.constexpr):
-    """Source units per output unit: the host's float32 value, or for float64
-    the same quotient computed here in float64."""
-    if F64:
-        # Multiplying by a float64 one converts exactly and, unlike .to(),
-        # also works when Triton has specialized a size of 1 to a constexpr.
-        one = tl.full([], 1.0, tl.float64)
-        if ALIGN:
-            den = (n_out - 1) * one
-            s = tl.where(den > 0, ((n_in - 1) * one) / tl.where(den > 0, den, one), 0.0)
-        else:
-            s = (n_in * one) / (n_out * one)
-    else:
-        s = bscale
-    return s
 
 
 @triton.jit
@@ -70,12 +56,27 @@ def linear_tap(dst, n_in, scale, ALIGN: tl.constexpr, F64: tl.constexpr):
 
 
 @triton.jit
-def tap(dst, n_in, n_out, nscale, scale, BILINEAR: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr):
-    """(i0, i1, lambda1) for either mode; nearest has i1 == i0, lambda1 == 0."""
+def tap(dst, n_in, n_out, scale, BILINEAR: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr):
+    """(i0, i1, lambda1) for either mode (scale: axis_scale); nearest has
+    i1 == i0, lambda1 == 0. The same formulas as nearest_source and
+    linear_tap, written out: this runs inside the backward's search and
+    gather loops."""
     if BILINEAR:
-        i0, i1, l1 = linear_tap(dst, n_in, scale, ALIGN, F64)
+        if F64:
+            d = dst.to(tl.float64)
+        else:
+            d = dst.to(tl.float32)
+        if ALIGN:
+            real = scale * d
+        else:
+            real = tl.maximum(scale * (d + 0.5) - 0.5, 0.0)
+        i0 = tl.minimum(real.to(tl.int32), n_in - 1)
+        l1 = tl.minimum(tl.maximum(real - i0.to(real.dtype), 0.0), 1.0)
+        i1 = tl.where(i0 < n_in - 1, i0 + 1, i0)
     else:
-        i0 = nearest_source(dst, n_in, n_out, nscale)
+        i0 = tl.minimum((dst.to(tl.float32) * scale).to(tl.int32), n_in - 1)
+        i0 = tl.where(n_out == 2 * n_in, dst >> 1, i0)
+        i0 = tl.where(n_out == n_in, dst, i0)
         i1 = i0
         if F64:
             l1 = tl.zeros(dst.shape, tl.float64)
@@ -85,40 +86,48 @@ def tap(dst, n_in, n_out, nscale, scale, BILINEAR: tl.constexpr, ALIGN: tl.const
 
 
 @triton.jit
-def tap_weight(dst, q, n_in, n_out, nscale, scale, BILINEAR: tl.constexpr, ALIGN: tl.constexpr,
-               F64: tl.constexpr):
+def tap_weight(dst, q, n_in, n_out, scale, BILINEAR: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr):
     """Weight with which output coordinate dst reads source coordinate q
-    (interp.h's weight())."""
-    i0, i1, l1 = tap(dst, n_in, n_out, nscale, scale, BILINEAR, ALIGN, F64)
+    (interp.h's weight()); 0 when it does not read it."""
+    i0, i1, l1 = tap(dst, n_in, n_out, scale, BILINEAR, ALIGN, F64)
     w = tl.where(i0 == q, 1.0 - l1, 0.0)
     w += tl.where(i1 == q, l1, 0.0)
     return w
 
 
 @triton.jit
-def readers(q, n_in, n_out, nscale, scale, n_iter, BILINEAR: tl.constexpr, ALIGN: tl.constexpr,
-            F64: tl.constexpr):
+def bit_length(n):
+    """Bits of a positive int32 below 2^24: its float32 exponent plus one
+    (exact: such integers convert exactly)."""
+    one = tl.full([], 1.0, tl.float32)
+    return (((n * one).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 126
+
+
+@triton.jit
+def readers(q, n_in, n_out, scale, BILINEAR: tl.constexpr, ALIGN: tl.constexpr, F64: tl.constexpr):
     """[begin, end): the output coordinates that read source q. i0 and i1 are
-    non-decreasing in dst, so each bound is a binary search; n_iter >=
-    ceil(log2(n_out + 1)) iterations settle every lane."""
+    non-decreasing in dst, so each bound is a binary search over [0, n_out];
+    bit_length(n_out) halvings settle every lane (a uniform trip count: no
+    reductions inside the loop)."""
+    steps = bit_length(n_out)
     lo = tl.zeros(q.shape, tl.int32)
-    hi = tl.zeros(q.shape, tl.int32) + n_out
+    hi = lo + n_out
     # begin: first dst with i1(dst) >= q.
-    for _ in range(0, n_iter):
+    for _ in range(0, steps):
         mid = (lo + hi) >> 1
-        _i0, i1, _l1 = tap(mid, n_in, n_out, nscale, scale, BILINEAR, ALIGN, F64)
-        active = lo < hi
+        _i0, i1, _l1 = tap(mid, n_in, n_out, scale, BILINEAR, ALIGN, F64)
         left = i1 >= q
+        active = lo < hi
         hi = tl.where(active & left, mid, hi)
         lo = tl.where(active & (~left), mid + 1, lo)
     begin = lo
     hi = tl.zeros(q.shape, tl.int32) + n_out
-    # end: first dst with i0(dst) > q.
-    for _ in range(0, n_iter):
+    # end: first dst with i0(dst) > q (searched from begin: end >= begin).
+    for _ in range(0, steps):
         mid = (lo + hi) >> 1
-        i0, _i1, _l1 = tap(mid, n_in, n_out, nscale, scale, BILINEAR, ALIGN, F64)
-        active = lo < hi
+        i0, _i1, _l1 = tap(mid, n_in, n_out, scale, BILINEAR, ALIGN, F64)
         right = i0 > q
+        active = lo < hi
         hi = tl.where(active & right, mid, hi)
         lo = tl.where(active & (~right), mid + 1, lo)
     return begin, lo

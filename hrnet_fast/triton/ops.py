@@ -5,10 +5,11 @@ kernels), with their autograd formula beside them.
     hrnet_fast::exchange_triton           the exchange, conv terms included
     hrnet_fast::exchange_triton_backward  its gradients
 
-The arguments follow the C++ op's conventions (scales / shifts: [] or one
-optional (C,) tensor per input) plus the conv terms as three lists. Conv
-terms go to the one-pass implicit-GEMM kernel (conv_kernel.py); the
-backend lowers calls that kernel cannot take before they get here.
+Affine rows and conv biases arrive as the tensors that are given plus the
+slot each belongs to; absent ones cost nothing (the kernels are specialized
+for them). A forward call allocates its output and launches one kernel; it
+copies nothing unless a tensor is in neither standard layout (slots.py) or
+a conv weight is not yet in the kernel's layout (conv_kernel.kmajor_weight).
 """
 from __future__ import annotations
 
@@ -17,27 +18,31 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..contract import affine_dtype, follow_format
+from ..contract import follow_format
+from . import slots
 from .backward import launch_backward
-from .conv_kernel import MAX_CONVS, launch_conv_forward, weight_matrix
+from .conv_kernel import MAX_CONVS, kmajor_weight, launch_conv_forward
 from .forward import MAX_SLOTS, launch_forward
 
 
-def _optional(given: List[Tensor], slots: List[int], count: int) -> List[Optional[Tensor]]:
-    """The C++ convention again: one entry per slot, None where none is given."""
+def _rows(given: List[Tensor], slots_of: List[int], count: int) -> List[Optional[Tensor]]:
+    """One entry per slot, None where nothing is given."""
     rows: List[Optional[Tensor]] = [None] * count
-    for t, k in zip(given, slots):
+    for t, k in zip(given, slots_of):
         rows[k] = t
-    return rows if given else []
+    return rows
 
 
-def _dense(rows: List[Optional[Tensor]], count: int, channels: int, fill: float, dtype: torch.dtype,
-           device: torch.device) -> Tensor:
-    """(count, channels) rows in `dtype`, absent ones filled with `fill`."""
-    if not rows:
-        return torch.full((count, channels), fill, dtype=dtype, device=device)
-    return torch.stack([torch.full((channels,), fill, dtype=dtype, device=device) if r is None else r.to(dtype)
-                        for r in rows])
+def _vectors(rows: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+    return [slots.vector(r) for r in rows]
+
+
+def _conv_layout(conv_inputs: List[Tensor]) -> List[Tensor]:
+    """Conv inputs in one standard layout (the kernel reads them alike):
+    the first one's; others are copied only when they differ."""
+    first = slots.standard(conv_inputs[0])
+    fmt = torch.channels_last if slots.is_cl(first) else torch.contiguous_format
+    return [first] + [slots.as_format(a, fmt) for a in conv_inputs[1:]]
 
 
 @torch.library.triton_op("hrnet_fast::exchange_triton", mutates_args=())
@@ -45,36 +50,28 @@ def exchange_triton(inputs: List[Tensor], scales: List[Tensor], scale_of: List[i
                     shift_of: List[int], conv_inputs: List[Tensor], conv_weights: List[Tensor],
                     conv_biases: List[Tensor], bias_of: List[int], size: List[int], mode: str, align_corners: bool,
                     relu: bool) -> Tensor:
-    """y = act(sum_k interp(x_k * s_k + b_k) + sum_m conv2d(a_m, w_m, b_m, stride=2, padding=1)).
-    The affine rows and conv biases that are given, each with the index of
-    the input (or conv term) it belongs to: lists of tensors only, so that
-    autograd hands back one gradient per tensor."""
+    """y = act(sum_k interp(x_k * s_k + b_k) + sum_m conv2d(a_m, w_m, b_m, stride=2, padding=1))."""
     k = len(inputs)
-    scale_rows = _optional(scales, scale_of, k)
-    shift_rows = _optional(shifts, shift_of, k)
-    bias_rows = _optional(conv_biases, bias_of, len(conv_inputs))
-    torch.ops.hrnet_fast.exchange_check(inputs, scale_rows, shift_rows, conv_inputs, conv_weights,
-                                        bias_rows if conv_inputs else [], size, mode)
+    scale_rows = _rows(scales, scale_of, k)
+    shift_rows = _rows(shifts, shift_of, k)
+    bias_rows = _rows(conv_biases, bias_of, len(conv_inputs))
+    torch.ops.hrnet_fast.exchange_check(inputs, scale_rows if scales else [], shift_rows if shifts else [],
+                                        conv_inputs, conv_weights, bias_rows if conv_inputs else [], size, mode)
     x0 = inputs[0]
-    channels = x0.shape[1]
-    acc = affine_dtype(x0.dtype)
-    out = torch.empty((x0.shape[0], channels, size[0], size[1]), dtype=x0.dtype, device=x0.device,
+    out = torch.empty((x0.shape[0], x0.shape[1], size[0], size[1]), dtype=x0.dtype, device=x0.device,
                       memory_format=follow_format(x0))
-    dense_scales = _dense(scale_rows, k, channels, 1.0, acc, x0.device)
-    dense_shifts = _dense(shift_rows, k, channels, 0.0, acc, x0.device)
+    xs = [slots.standard(x) for x in inputs]
+    scale_rows, shift_rows, bias_rows = _vectors(scale_rows), _vectors(shift_rows), _vectors(bias_rows)
     if conv_inputs:
-        if len(inputs) > MAX_SLOTS or len(conv_inputs) > MAX_CONVS or x0.dtype == torch.float64:
+        if k > MAX_SLOTS or len(conv_inputs) > MAX_CONVS or x0.dtype == torch.float64:
             raise ValueError(f"hrnet_fast.exchange_triton: the one-pass conv kernel takes float32/16 or bfloat16, "
                              f"at most {MAX_SLOTS} inputs and {MAX_CONVS} conv terms; got {x0.dtype}, "
-                             f"{len(inputs)} inputs, {len(conv_inputs)} conv terms")
-        mats = [weight_matrix(w.to(x0.dtype)) for w in conv_weights]
-        bias = torch.zeros(channels, dtype=torch.float32, device=x0.device)
-        for b in conv_biases:
-            bias = bias + b.to(torch.float32)
-        launch_conv_forward(out, list(inputs), dense_scales, dense_shifts, list(conv_inputs), mats, bias, mode,
-                            align_corners, relu)
+                             f"{k} inputs, {len(conv_inputs)} conv terms")
+        weights = [kmajor_weight(w, x0.dtype) for w in conv_weights]
+        launch_conv_forward(out, xs, scale_rows, shift_rows, _conv_layout(list(conv_inputs)), weights, bias_rows,
+                            mode, align_corners, relu)
     else:
-        launch_forward(out, list(inputs), dense_scales, dense_shifts, mode, align_corners, relu)
+        launch_forward(out, xs, scale_rows, shift_rows, mode, align_corners, relu)
     return out
 
 
@@ -83,24 +80,23 @@ def exchange_triton_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], sc
                              scale_of: List[int], conv_inputs: List[Tensor], conv_weights: List[Tensor], mode: str,
                              align_corners: bool, relu: bool
                              ) -> Tuple[List[Tensor], Tensor, Tensor, List[Tensor], List[Tensor]]:
-    """Gradients of the inputs, the (K, C) scales, the (C,) shift shared by
-    every shift and conv bias (accumulation dtype), the conv inputs and the
-    conv weights."""
-    scale_rows = _optional(scales, scale_of, len(inputs))
-    torch.ops.hrnet_fast.exchange_check(inputs, scale_rows, [], conv_inputs, conv_weights,
+    """Gradients of the inputs, of the given scales ((len(scales), C), in
+    their order), of the (C,) shift every shift and conv bias shares (both
+    in the accumulation dtype), of the conv inputs and the conv weights."""
+    scale_rows = _rows(scales, scale_of, len(inputs))
+    torch.ops.hrnet_fast.exchange_check(inputs, scale_rows if scales else [], [], conv_inputs, conv_weights,
                                         [None] * len(conv_inputs), [out.shape[2], out.shape[3]], mode)
     x0 = inputs[0]
-    dense_scales = _dense(scale_rows, len(inputs), x0.shape[1], 1.0, affine_dtype(x0.dtype), x0.device)
-    grad = grad.to(x0.dtype)
-    if conv_inputs and relu:
-        # The masked gradient once, read by every consumer below.
-        grad = torch.where(out <= 0, torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
-        relu = False
-    grad_inputs, grad_scales, grad_shift = launch_backward(grad, out, list(inputs), dense_scales, mode,
-                                                           align_corners, relu)
+    # The kernels read grad in out's layout (out is always standard).
+    fmt = torch.channels_last if slots.is_cl(out) else torch.contiguous_format
+    grad = slots.as_format(grad.to(x0.dtype), fmt)
+    xs = [slots.standard(x) for x in inputs]
+    scale_rows = _vectors(scale_rows)
+    grad_inputs, grad_scales, grad_shift, gm = launch_backward(grad, out, xs, scale_rows, mode, align_corners, relu,
+                                                               want_gm=bool(conv_inputs))
     grad_a, grad_w = [], []
     for a, w in zip(conv_inputs, conv_weights):
-        ga, gw, _ = torch.ops.aten.convolution_backward(grad, a, w.to(a.dtype), None, [2, 2], [1, 1], [1, 1], False,
+        ga, gw, _ = torch.ops.aten.convolution_backward(gm, a, w.to(a.dtype), None, [2, 2], [1, 1], [1, 1], False,
                                                         [0, 0], 1, [True, True, False])
         grad_a.append(ga)
         grad_w.append(gw.to(w.dtype))
@@ -124,7 +120,7 @@ def _backward(ctx, grad):
     conv_inputs, conv_weights = rest[:m], rest[m:]
     gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(grad, output, tensors, scales, scale_of,
                                                                       conv_inputs, conv_weights, *ctx.options)
-    grad_scales = [gs[slot].to(s.dtype) for s, slot in zip(scales, scale_of)]
+    grad_scales = [g.to(s.dtype) for g, s in zip(gs.unbind(0), scales)]
     # One entry per argument, shaped like it (autograd compares the
     # structures): an empty int list is an empty list, any other None.
     return (list(gi), grad_scales, [] if not scale_of else None, [gb] * n_shifts, [] if no_shifts else None,

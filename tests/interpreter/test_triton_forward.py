@@ -98,3 +98,15 @@ def test_nan_propagates_like_reference(mode):
     g = torch.rand_like(ref) + 0.5
     for a, b in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(ref, ref_leaves, g)):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_strided_affine_rows_and_conv_bias():
+    # (C,) rows that are views with a stride: the kernels read unit strides.
+    xs, _, _ = make_inputs(1, 4, (4, 6), [(2, 3)])
+    scales = [(torch.rand(8) + 0.5)[::2], None]
+    shifts = [None, torch.randn(12)[::3]]
+    convs = [(torch.randn(1, 3, 8, 11), torch.randn(4, 3, 3, 3) * 0.3, torch.randn(8)[1::2])]
+    for terms in ([], convs):
+        y = hrnet_fast.exchange(xs, scales, shifts, convs=terms, mode="bilinear", backend="triton")
+        ref = hrnet_fast.reference(xs, scales, shifts, convs=terms, mode="bilinear")
+        assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)

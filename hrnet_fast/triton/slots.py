@@ -1,0 +1,123 @@
+"""How a call's tensors reach the kernels: layouts and slot descriptors.
+
+Kernels address every tensor through its sizes alone: each tensor is either
+contiguous NCHW or contiguous channels_last, said by one bit, so no strides
+travel as arguments. A tensor in any other layout (a strided view, an
+expanded gradient) is copied once to contiguous NCHW by `standard`; the
+layouts models use are never copied.
+
+Each input occupies a slot, described to the kernel by one compile-time
+integer (the input pattern), so that the kernel is specialized for exactly
+the inputs it has and issues every load before the arithmetic:
+
+    bits 0-1  kind: UNUSED, DIRECT (same size), NEAREST, BILINEAR
+    bit  2    the input is channels_last
+    bit  3    a scale is given (absent: identity, nothing loaded)
+    bit  4    a shift is given
+    bits 5-8  log2 of the backward W pass's column chunk (backward only)
+"""
+from __future__ import annotations
+
+import struct
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+UNUSED, DIRECT, NEAREST, BILINEAR = 0, 1, 2, 3
+CL_BIT, SCALE_BIT, SHIFT_BIT = 4, 8, 16
+CHUNK_SHIFT = 5
+
+
+def is_cl(t: Tensor) -> bool:
+    """True when `t` is addressed as channels_last: contiguous in that
+    format and not (also) in NCHW. A tensor contiguous in both (C == 1 or
+    H * W == 1) has the same offsets either way."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def standard(t: Tensor) -> Tensor:
+    """`t`, or a contiguous NCHW copy when it is in neither layout."""
+    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return as_format(t, torch.contiguous_format)
+
+
+def vector(t: Optional[Tensor]) -> Optional[Tensor]:
+    """A (C,) affine row or bias as the kernels read it: unit stride."""
+    return t if t is None or t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
+
+
+def as_format(t: Tensor, fmt: torch.memory_format) -> Tensor:
+    """`t` contiguous in `fmt`, copied only when it is not. A clone, not
+    .contiguous(): on fake CUDA tensors copy_ reaches the device."""
+    return t if t.is_contiguous(memory_format=fmt) else t.clone(memory_format=fmt)
+
+
+def kind(x: Tensor, size: Sequence[int], mode: str) -> int:
+    """How an input reaches the output grid: read directly, or interpolated."""
+    if x.shape[2] == size[0] and x.shape[3] == size[1]:
+        return DIRECT
+    return NEAREST if mode == "nearest" else BILINEAR
+
+
+def axis_scale(n_in: int, n_out: int, mode: str, align_corners: bool, f64: bool) -> Union[float, int]:
+    """One axis's source-per-output scale exactly as ATen computes it:
+    nearest: float(in) / float(out) in float32 (for every dtype); bilinear:
+    area_pixel_compute_scale in the op-math type, float32 ((in - 1) /
+    (out - 1), 0 for out == 1, with align_corners; else in / out), or
+    float64 for float64 tensors. A float32 value travels as a Python float
+    (a float kernel argument is float32, so it arrives unchanged); a float64
+    one as its bits in an int (the kernel bitcasts them back)."""
+    n_in, n_out = int(n_in), int(n_out)  # SymInts under tracing: specialize
+    if mode == "bilinear" and align_corners:
+        num, den = n_in - 1, n_out - 1
+    else:
+        num, den = n_in, n_out
+    if mode == "bilinear" and f64:
+        value = num / den if den > 0 else 0.0
+        return struct.unpack("<q", struct.pack("<d", value))[0]
+    return float(np.float32(num) / np.float32(den)) if den > 0 else 0.0
+
+
+def scales_of(x: Tensor, size: Sequence[int], mode: str, align_corners: bool, f64: bool) -> list:
+    """(row scale, column scale) of an interpolated input; [None, None] for
+    a same-size one (nothing is passed for it)."""
+    if kind(x, size, mode) == DIRECT:
+        return [None, None]
+    align = align_corners and mode == "bilinear"
+    return [axis_scale(x.shape[2], size[0], mode, align, f64), axis_scale(x.shape[3], size[1], mode, align, f64)]
+
+
+def descriptor(x: Tensor, size: Sequence[int], mode: str, scale: Optional[Tensor], shift: Optional[Tensor],
+               chunk_log2: int = 0) -> int:
+    return (kind(x, size, mode) | (CL_BIT if is_cl(x) else 0) | (SCALE_BIT if scale is not None else 0)
+            | (SHIFT_BIT if shift is not None else 0) | (chunk_log2 << CHUNK_SHIFT))
+
+
+def pattern_key(inputs: Sequence[Tensor], size: Sequence[int], mode: str) -> str:
+    """The tuning table's name for an input pattern: the inputs' layout, then
+    each input as D (same size) or U<f> (interpolated, f the nearest power
+    of two to the upsampling factor, 0 when downsizing). The mode is not
+    named: it changes a gather's loads, not the tiles that suit it."""
+    parts = []
+    for x in inputs:
+        if kind(x, size, mode) == DIRECT:
+            parts.append("D")
+            continue
+        ratio = max(int(size[0]) / max(int(x.shape[2]), 1), int(size[1]) / max(int(x.shape[3]), 1))
+        parts.append("U" + str(0 if ratio < 1 else 1 << max(0, round(_log2(ratio)))))
+    return ("cl:" if is_cl(inputs[0]) else "nchw:") + ".".join(parts)
+
+
+def _log2(v: float) -> float:
+    import math
+
+    return math.log2(v)
+
+
+def needs_int64(tensors: Sequence[Optional[Tensor]]) -> bool:
+    """True when some flat offset could exceed int32 (the kernels address
+    contiguous tensors, so the element count bounds every offset)."""
+    return any(t is not None and t.numel() >= 2**31 - 1 for t in tensors)
