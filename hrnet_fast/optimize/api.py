@@ -92,9 +92,9 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     body = Builder(settings, report).build(private_copy(model))
     _move_rest(body, settings)
     optimized = OptimizedModule(body, settings, guard, report)
-    if settings.cuda_graph and (report.hooked or report.untraced):
-        # Hooks and untraced Python would run only while capturing: the
-        # forward runs eagerly so they run on every call.
+    if settings.cuda_graph and report.hooked:
+        # Hooks would run only while capturing: the forward runs eagerly so
+        # they run on every call.
         optimized.graphs = None
         report.cuda_graph = False
     # Building registered modules (global registration hooks fired); the

@@ -17,10 +17,10 @@ built once:
     opaque     anything else (or anything with hooks): the layer as the
                Builder builds it, its output joins the sum
 
-On the CPU a folded conv carries its bias (oneDNN adds it in the same
-pass); elsewhere the bias goes to the op as the input's shift, which the op
-applies while it reads the input, so no convolution needs a separate bias
-pass.
+With oneDNN a folded conv carries its bias (added in the same pass);
+elsewhere the bias goes to the op as the input's shift, which the op
+applies while it reads the input: cuDNN's plain convolution would add it in
+a separate pass.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from ..layers import has_hooks
 from ..layouts import OwnModule, compile_rows
 from ..ops import exchange
 from ..terms import DownTerm, IdentityTerm, OpaqueTerm, UpTerm, size_mismatch
-from .convs import Epilogue, FusedConv
+from .convs import Epilogue, FusedConv, Platform
 from .graph import _foldable_bn
 
 
@@ -141,7 +141,7 @@ class OptimizedHRModule(nn.Module):
         prefix = f"{name}." if name else ""
         self.branches = nn.ModuleList(builder.build(b, f"{prefix}branches.{k}") for k, b in enumerate(host.branches))
         self.parts = nn.ModuleList()  # every conv and module the rows run, for repr and counting
-        self._bias_in_conv = s.device.type == "cpu"
+        self._bias_in_conv = s.platform is Platform.MKLDNN
         self._in_kernel = conv_terms_in_kernel(s.backend, s.device.type)
         self._shift_dtype = affine_dtype(s.dtype)
         self._builder = builder

@@ -193,10 +193,15 @@ class Builder:
         modules = dict(gm.named_modules())
         specs: Dict[fx.Node, _Spec] = {}
 
+        # A conv whose tensors the forward also reads directly (get_attr)
+        # keeps its module: its weight must stay what it is.
+        read = [str(n.target) for n in graph.nodes if n.op == "get_attr"]
         for node in list(graph.nodes):
             if node.op != "call_module":
                 continue
             m = modules[node.target]
+            if any(r.startswith(f"{node.target}.") for r in read):
+                continue
             if (type(m) is nn.Identity or isinstance(m, _DROPOUTS)) and not has_hooks(m) and node.args:
                 node.replace_all_uses_with(node.args[0])
                 graph.erase_node(node)
