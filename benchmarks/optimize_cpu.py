@@ -4,7 +4,7 @@ and `torch.compile` (default mode) on one model, in one process.
 
     PYTHONPATH=. .venv/bin/python benchmarks/optimize_cpu.py \
         [--model hrnet_w18_small_v2] [--size 256x192] [--batch 1] [--rounds 30] \
-        [--variants eager,fx,fused,optimized,compile]
+        [--variants eager,fx,fused,optimized,compile] [--threads N]
 
 For each variant: the setup time (building it plus its first call: fold and
 prepack for optimize, the compile for torch.compile), then `--rounds` rounds
@@ -64,7 +64,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--variants", default="eager,fx,fused,optimized,compile")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if "eager" not in names:

@@ -550,6 +550,21 @@ def test_inplace_residual_chain_is_exact():
     assert all(c.inplace for c in fused)
 
 
+def test_weight_packed_per_input_shape_and_bounded():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+    fast = hrnet_fast.optimize(m)
+    conv = next(c for c in fast.modules() if isinstance(c, FusedConv))
+    if conv.platform.value != "mkldnn":
+        pytest.skip("oneDNN is not available")
+    limit = conv.MAX_SHAPES
+    for k in range(limit + 2):
+        x = torch.randn(1 + k % 2, 3, 5 + k, 4)
+        with torch.no_grad():
+            assert rel_err(fast(x), m(x)) <= TOL
+    assert len(conv.packs) == limit
+
+
 def test_shared_conv_called_twice():
     class Net(nn.Module):
         def __init__(self):

@@ -5,9 +5,9 @@
 `Epilogue` says what follows the convolution; `make_conv` builds the module
 that computes the whole expression for the chosen `Platform`:
 
-    mkldnn  CPU: oneDNN convolution with a prepacked (blocked) weight and the
-            ReLU / residual add as post-ops: the calls Inductor emits with
-            freezing (torch.ops.mkldnn._convolution_pointwise and its binary
+    mkldnn  CPU: oneDNN convolution with a weight prepacked (blocked) for
+            each input shape, and the ReLU / residual add as post-ops: the
+            calls Inductor emits with freezing (torch.ops.mkldnn._convolution_pointwise and its binary
             form; the in-place binary form writes into `other` when the graph
             says `other` is dead afterwards).
     cudnn   CUDA: torch.cudnn_convolution_relu / cudnn_convolution_add_relu
@@ -118,40 +118,58 @@ class FusedConv(nn.Module):
 
 
 class MkldnnConv(FusedConv):
+    """oneDNN's fused convolution. With channels_last the weight is
+    prepacked into oneDNN's blocked layout for each input shape it meets
+    (its first call at that shape): the layout oneDNN picks depends on the
+    problem size, and a weight packed for another size can cost tens of
+    times more per call (a 3x3 conv at 8x6 pixels: 0.6 ms packed for its
+    size, 128 ms packed without a size; benchmarks/optimize_cpu.py). At most
+    `MAX_SHAPES` packings are kept per conv; further shapes run with the
+    dense weight."""
     platform = Platform.MKLDNN
+    MAX_SHAPES = 8
 
     def __init__(self, weight, bias, stride, padding, dilation, groups, epilogue=Epilogue.NONE,
                  channels_last=True):
         super().__init__(weight, bias, stride, padding, dilation, groups, epilogue, False)
-        self.dense_weight = self.weight
-        if channels_last:
-            # Prepacked into oneDNN's blocked layout once; its output is then
-            # channels_last whatever the input's layout. The input size is
-            # only a hint for the layout choice, any size runs.
-            self.weight = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, None)
+        self.packs = {} if channels_last else None
         self._unary = "relu" if epilogue.relu else "none"
         self._binary_unary = "relu" if epilogue.relu else None
 
+    def packed(self, x: Tensor) -> Tensor:
+        """The weight for input `x`: packed for its shape where it can be."""
+        packs = self.packs
+        if packs is None:
+            return self.weight
+        key = (x.shape[0], x.shape[2], x.shape[3])
+        w = packs.get(key)
+        if w is None:
+            if len(packs) >= self.MAX_SHAPES or x.dim() != 4:
+                return self.weight
+            w = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+            packs[key] = w
+        return w
+
     def plain(self, x, other=None):
-        y = F.conv2d(x, self.dense_weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if self.epilogue.adds:
             y = y + other
         return y.relu_() if self.epilogue.relu else y
 
     def forward(self, x: Tensor, other: Optional[Tensor] = None) -> Tensor:
+        w = self.packed(x)
         if other is None:
             return torch.ops.mkldnn._convolution_pointwise(
-                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                self._unary, [], "")
+                x, w, self.bias, self.padding, self.stride, self.dilation, self.groups, self._unary, [], "")
         if not self.other_fits(x, other):
             return self.plain(x, other)
         if self.inplace:
             return torch.ops.mkldnn._convolution_pointwise_.binary(
-                other, x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                other, x, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
                 "add", 1.0, self._binary_unary, [], "")
         return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, other, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            x, other, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
             "add", 1.0, self._binary_unary, [], "")
 
 
