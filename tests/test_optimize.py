@@ -502,6 +502,41 @@ def test_channels_last_off_float64_and_reference_backend():
     assert fast.report.platform == "plain"
 
 
+def test_cudnn_platform_calls_match_their_schema(monkeypatch):
+    """The cuDNN path on the CPU: torch.cudnn_convolution_relu /
+    cudnn_convolution_add_relu replaced by reference implementations of
+    their schemas (aten::cudnn_convolution_relu(self, weight, bias, stride,
+    padding, dilation, groups), aten::cudnn_convolution_add_relu(self,
+    weight, z, alpha, bias, stride, padding, dilation, groups)): every
+    argument must land where the schema says. The exchange gets the biases
+    as shifts, as on CUDA."""
+    from hrnet_fast.optimize import settings as settings_mod
+    from hrnet_fast.optimize.convs import CudnnConv, Platform
+
+    calls = {"relu": 0, "add_relu": 0}
+
+    def conv_relu(x, w, b, stride, padding, dilation, groups):
+        calls["relu"] += 1
+        return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
+
+    def conv_add_relu(x, w, z, alpha, b, stride, padding, dilation, groups):
+        calls["add_relu"] += 1
+        return F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups) + alpha * z)
+
+    monkeypatch.setattr(torch, "cudnn_convolution_relu", conv_relu)
+    monkeypatch.setattr(torch, "cudnn_convolution_add_relu", conv_add_relu)
+    monkeypatch.setattr(settings_mod, "_platform", lambda device, dtype: Platform.CUDNN)
+    torch.manual_seed(0)
+    m = randomize_bn(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    fast = check_equal(m, [torch.randn(2, 3, 45, 37)], channels_last=True)
+    assert fast.report.platform == "cudnn" and fast.settings.channels_last
+    convs = [c for c in fast.modules() if isinstance(c, CudnnConv)]
+    assert convs and not any(c.fallback for c in convs)
+    assert calls["relu"] > 0 and calls["add_relu"] > 0
+    assert any(isinstance(i.shift, torch.Tensor) for hr in fast.modules() if hasattr(hr, "rows")
+               for row in hr.rows for i in row if hasattr(i, "shift"))
+
+
 def test_input_layout_and_independent_outputs():
     torch.manual_seed(0)
     m = randomize_bn(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3)).eval()

@@ -63,11 +63,17 @@ def _mkldnn_takes(dtype: torch.dtype) -> bool:
     return False
 
 
+# Which fused convolution platforms optimize may pick; clearing one makes
+# it use the plain form there (F.conv2d + in-place epilogue), e.g. to
+# measure the fused calls against it.
+FUSED_PLATFORMS = {Platform.MKLDNN: True, Platform.CUDNN: True}
+
+
 def _platform(device: torch.device, dtype: torch.dtype) -> Platform:
-    if device.type == "cpu" and _mkldnn_takes(dtype):
+    if device.type == "cpu" and _mkldnn_takes(dtype) and FUSED_PLATFORMS[Platform.MKLDNN]:
         return Platform.MKLDNN
     if device.type == "cuda" and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled \
-            and dtype in (torch.float32, torch.float16, torch.bfloat16):
+            and dtype in (torch.float32, torch.float16, torch.bfloat16) and FUSED_PLATFORMS[Platform.CUDNN]:
         return Platform.CUDNN
     return Platform.PLAIN
 
