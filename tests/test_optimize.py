@@ -648,8 +648,13 @@ def test_inference_only(small):
         fast(x)
     with torch.no_grad():
         fast(x)  # no gradient wanted: fine
+    with torch.no_grad():
+        assert not fast(torch.randn(1, 3, 64, 64)).requires_grad
     out = fast(torch.randn(1, 3, 64, 64))
-    assert not out.requires_grad
+    assert out.requires_grad  # as the source model's output would
+    out.clamp_(min=0)  # a fresh tensor: in-place use as with eager outputs
+    with pytest.raises(RuntimeError, match="convert"):
+        out.sum().backward()
     with pytest.raises(RuntimeError, match="convert"):
         fast.requires_grad_()
     fast.training = True

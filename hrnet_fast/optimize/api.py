@@ -69,9 +69,16 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
           grad under grad mode, `.to()` raise (use `hrnet_fast.convert` to
           train);
         - inputs must have the expected rank, dtype and device;
-        - the source model must not change afterwards: a changed parameter or
-          buffer raises `StaleSourceError` at the next call (see
-          hrnet_fast.optimize.guard); optimize again after any change.
+        - the source model must not change afterwards: a parameter or
+          buffer changed in place, a training-mode forward, a move or cast,
+          or a replaced tensor raises `StaleSourceError` at the next call
+          (hrnet_fast.optimize.guard). Edits through `.data` bypass PyTorch's
+          version counters and are not seen. Optimize again after any
+          change.
+        - on CUDA, further input shapes beyond the graph cache's bound
+          (`optimized.graphs.max_entries`, 8) run without graphs, with one
+          warning; results are always fresh tensors a later call does not
+          overwrite.
 
     Example:
         >>> import torch, hrnet_fast

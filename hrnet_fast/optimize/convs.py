@@ -7,8 +7,9 @@ that computes the whole expression for the chosen `Platform`:
 
     mkldnn  CPU: oneDNN convolution with a weight prepacked (blocked) for
             each input shape, and the ReLU / residual add as post-ops: the
-            calls Inductor emits with freezing (torch.ops.mkldnn._convolution_pointwise and its binary
-            form; the in-place binary form writes into `other` when the graph
+            calls Inductor emits with freezing
+            (torch.ops.mkldnn._convolution_pointwise and its binary form;
+            the in-place binary form writes into `other` where the graph
             says `other` is dead afterwards).
     cudnn   CUDA: torch.cudnn_convolution_relu / cudnn_convolution_add_relu
             (conv + bias + [residual] + ReLU in one cuDNN call). A
@@ -121,11 +122,11 @@ class MkldnnConv(FusedConv):
     """oneDNN's fused convolution. With channels_last the weight is
     prepacked into oneDNN's blocked layout for each input shape it meets
     (its first call at that shape): the layout oneDNN picks depends on the
-    problem size, and a weight packed for another size can cost tens of
-    times more per call (a 3x3 conv at 8x6 pixels: 0.6 ms packed for its
-    size, 128 ms packed without a size; benchmarks/optimize_cpu.py). At most
-    `MAX_SHAPES` packings are kept per conv; further shapes run with the
-    dense weight."""
+    problem size, and a weight packed without the size can cost tens of
+    times more per call (a 256->256 3x3 stride-2 conv at 8x6 pixels, one
+    AVX2 thread: 0.6 ms packed for its size, 128 ms packed without one,
+    2.0 ms as F.conv2d). At most `MAX_SHAPES` packings are kept per conv;
+    further shapes run with the dense weight."""
     platform = Platform.MKLDNN
     MAX_SHAPES = 8
 

@@ -2,12 +2,14 @@
 keep inference-only use safe.
 
 Every call: the module must not be in training mode, the input must have
-the rank, dtype and device `optimize` expected, nothing may need gradients,
-and the source model must be unchanged (hrnet_fast.optimize.guard). Then the
-forward runs under no_grad, from a CUDA graph when that is on
-(hrnet_fast.optimize.cudagraphs), on the input cast to the compute dtype and
-layout; outputs come back in the input's dtype and memory format, as fresh
-tensors that no later call overwrites.
+the rank, dtype and device `optimize` expected and must not require grad
+(under grad mode), and the source model must be unchanged
+(hrnet_fast.optimize.guard). Then the forward runs under no_grad, from a
+CUDA graph when that is on (hrnet_fast.optimize.cudagraphs), on the input
+cast to the compute dtype and layout; outputs come back in the input's dtype
+and memory format, as fresh tensors that no later call overwrites. Under
+grad mode they require grad, as the source model's outputs would, and a
+backward through them raises an error that points to `convert`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .cudagraphs import GraphRunner
 from .guard import SourceGuard
@@ -26,6 +28,37 @@ from .settings import Settings
 _TRAINING = ("hrnet_fast.optimize: the optimized module is for inference only (BatchNorms are folded, weights are "
              "copies, no gradients flow). For training or fine-tuning use hrnet_fast.convert(model), which keeps "
              "the model's own parameters and supports backward")
+
+
+class _NoBackward(torch.autograd.Function):
+    """Makes outputs part of an autograd graph whose backward raises: under
+    grad mode the outputs require grad as the source model's would, and
+    `backward` through them says what to use instead."""
+
+    @staticmethod
+    def forward(ctx, anchor: Tensor, *outs: Tensor):
+        # Fresh tensors: an output that is a custom Function's input would
+        # come back as a view that cannot be modified in place.
+        return tuple(t.clone() for t in outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_TRAINING)
+
+
+# The one tensor that requires grad, so that _NoBackward records a node.
+_ANCHOR = torch.zeros((), requires_grad=True)
+
+
+def _with_raising_backward(out: Any) -> Any:
+    flat, spec = tree_flatten(out)
+    picks = [k for k, t in enumerate(flat) if isinstance(t, Tensor) and t.is_floating_point()]
+    if not picks:
+        return out
+    wrapped = _NoBackward.apply(_ANCHOR, *[flat[k] for k in picks])
+    for k, t in zip(picks, wrapped):
+        flat[k] = t
+    return tree_unflatten(flat, spec)
 
 
 class OptimizedModule(nn.Module):
@@ -105,11 +138,17 @@ class OptimizedModule(nn.Module):
             else:
                 out, static = self._compute(self._to_compute(x)), False
 
+        grad = torch.is_grad_enabled()
+
         def finish(t):
             if not isinstance(t, Tensor):
                 return t
             f = fmt if t.dim() == 4 else torch.contiguous_format
-            out_dtype = dtype if t.is_floating_point() else t.dtype
-            return t.to(dtype=out_dtype, memory_format=f, copy=static)
+            floating = t.is_floating_point()
+            # Graph outputs are static buffers: copied here, or (floating
+            # outputs under grad mode) by _NoBackward.
+            copy = static and not (grad and floating)
+            return t.to(dtype=dtype if floating else t.dtype, memory_format=f, copy=copy)
 
-        return tree_map(finish, out)
+        out = tree_map(finish, out)
+        return _with_raising_backward(out) if grad else out
