@@ -4,10 +4,11 @@ and `torch.compile` (default mode) on one model, in one process.
 
     PYTHONPATH=. .venv/bin/python benchmarks/optimize_cpu.py \
         [--model hrnet_w18_small_v2] [--size 256x192] [--batch 1] [--rounds 30] \
-        [--variants eager,fx,fused,optimized,compile] [--threads N]
+        [--variants eager,fx,fused,optimized,compile] [--threads N] [--warm-compile-cache]
 
 For each variant: the setup time (building it plus its first call: fold and
-prepack for optimize, the compile for torch.compile), then `--rounds` rounds
+prepack for optimize, the compile for torch.compile, cold: Inductor's caches
+go to a fresh directory unless --warm-compile-cache), then `--rounds` rounds
 that call every variant once in rotating order (hrnet_fast.bench.timing).
 Reported: each variant's median and p10-p90 per call, and each variant's
 speedup over eager and over compile as the median of per-round ratios with
@@ -23,6 +24,7 @@ import argparse
 import copy
 import os
 import statistics
+import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -65,7 +67,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--variants", default="eager,fx,fused,optimized,compile")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--warm-compile-cache", action="store_true",
+                    help="keep torch.compile's on-disk caches (default: a fresh cache directory, so the compile "
+                         "time is the cold one a new deployment pays)")
     args = ap.parse_args()
+    if not args.warm_compile_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optimize_cpu_inductor_")
     if args.threads:
         torch.set_num_threads(args.threads)
 
