@@ -41,7 +41,7 @@ from .backend import conv_terms_in_kernel
 from .folding import FoldCache, cacheable_now
 from .inference_rows import InferenceRows, _eligible, signature
 from .layouts import compile_rows
-from .ops import exchange
+from .ops import bind_exchange, exchange
 from .shared_source import merged_first_convs, shared_sources
 from .terms import CallState, RowArgs, Term
 
@@ -166,7 +166,7 @@ class FusedExchange(nn.Module):
         if cacheable and not autocast and not torch.is_grad_enabled():
             rows = self._inference_rows(xs, convs_in_op, device.type == "cpu" and not convs_in_op)
             if rows is not None:
-                return rows.run(xs, self._exchange)
+                return rows.run(xs, self._exchange, self._bind)
         first: Dict[Tuple[int, int], Tensor] = {}
         if self.shared_sources and device.type == "cpu" and not autocast and not convs_in_op:
             first = merged_first_convs(self.shared_sources, xs, self.folds, cacheable)
@@ -198,6 +198,9 @@ class FusedExchange(nn.Module):
     def _exchange(self, inputs: List[Tensor], convs, target: Tuple[int, int]) -> Tensor:
         return exchange(inputs, None, None, convs=convs, size=target, mode=self.mode,
                         align_corners=self.align_corners, relu=True, backend=self.backend)
+
+    def _bind(self, inputs: List[Tensor], convs, target: Tuple[int, int]):
+        return bind_exchange(inputs, convs, target, self.mode, self.align_corners, True, self.backend)
 
     def _call(self, args: RowArgs, target: Tuple[int, int]) -> Tensor:
         inputs, convs = args.inputs, args.convs

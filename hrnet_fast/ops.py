@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import _fakes  # noqa: F401  registers the C++ ops' fake kernels
 from .backend import available, choose, run_reference
+from .backend.base import BoundCall
 from .contract import ConvTerm, make_call
 
 _is_tracing = torch.jit.is_tracing
@@ -87,3 +88,15 @@ def exchange(
     if _is_tracing() or (_is_compiling() and _is_onnx_export()):
         return run_reference(call)
     return choose(backend, call).run(call)
+
+
+def bind_exchange(inputs: Sequence[Tensor], convs: Sequence[ConvTerm], size: Tuple[int, int], mode: str,
+                  align_corners: bool, relu: bool, backend: str) -> BoundCall:
+    """A runner `(inputs, convs) -> Tensor` for later affine-free calls like
+    this one (same structure, mode and size; tensors of the same shapes,
+    dtype, device and layout), bound to the backend this call gets: what a
+    converted module's inference plan keeps per row (Backend.bind). Not for
+    traces or compiled code, which must record `exchange` itself."""
+    call = make_call(inputs, None, None, convs, size, mode, align_corners, relu)
+    return choose(backend, call).bind(call)
+

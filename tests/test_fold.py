@@ -231,3 +231,23 @@ def test_compiled_inference_rows_follow_hooks_and_swapped_tensors():
         a, b = ref(x.float()), fused(x.float())
     assert b.dtype == torch.float32
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def test_inference_rows_choose_a_backend_once_per_signature(monkeypatch):
+    # After a signature's first eval call each row calls its bound runner
+    # (ops.bind_exchange): no backend choice, the same results; a new input
+    # size builds and binds again.
+    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
+    choices = []
+    real_choose = hrnet_fast.ops.choose
+    monkeypatch.setattr(hrnet_fast.ops, "choose", lambda name, call: choices.append(name) or real_choose(name, call))
+    rows = sum(len(m.fused_exchange.plan) for m in hrnet_fast.fused_modules(fused))
+    for shape in (X, (1, 3, 50, 70), X):
+        x = torch.randn(shape, dtype=torch.float64)
+        before = len(choices)
+        eval_matches(ref, fused, x)
+        first = len(choices) - before
+        for _ in range(2):
+            eval_matches(ref, fused, torch.randn(shape, dtype=torch.float64))
+        assert len(choices) - before == first, "later calls of one signature chose a backend again"
+        assert first <= 2 * rows  # the first call's choice and its binding, per row

@@ -8,13 +8,16 @@ does not fit raises one error listing every reason.
 """
 from __future__ import annotations
 
-from typing import ClassVar, FrozenSet, List, Optional, Tuple
+from typing import Callable, ClassVar, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..contract import ExchangeCall, check_values
+
+# (inputs, conv terms) -> output; see Backend.bind.
+BoundCall = Callable[[List[Tensor], Sequence[tuple]], Tensor]
 
 FLOAT_DTYPES: FrozenSet[torch.dtype] = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16})
 
@@ -87,6 +90,14 @@ class Backend:
 
     def run(self, call: ExchangeCall) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def bind(self, call: ExchangeCall) -> "BoundCall":
+        """A runner for later calls like `call` -- the same structure, mode
+        and size, inputs of the same shapes, dtype, device and layout --
+        that differ only in their tensors: what an inference plan keeps per
+        row so that a call costs little more than the kernel (the caller
+        guarantees the likeness; the op still checks its values)."""
+        return lambda inputs, convs: self.run(call._replace(inputs=inputs, convs=convs))
 
 
 def lower_convs(call: ExchangeCall) -> ExchangeCall:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._ext import extension, import_error
 from ..contract import ExchangeCall
-from .base import Backend, lower_convs
+from .base import Backend, BoundCall, lower_convs
 
 _C = extension()
 # Looked up once: each torch.ops attribute step is a Python lookup per call.
@@ -23,6 +23,14 @@ def _run_op(call: ExchangeCall) -> Tensor:
     if call.convs:
         call = lower_convs(call)
     return _exchange_op(call.inputs, call.scales, call.shifts, call.size, call.mode, call.align_corners, call.relu)
+
+
+def _bind_op(backend: Backend, call: ExchangeCall) -> BoundCall:
+    """Calls without affines or conv terms go straight to the op."""
+    if call.convs or call.scales or call.shifts:
+        return Backend.bind(backend, call)
+    size, mode, align_corners, relu = call.size, call.mode, call.align_corners, call.relu
+    return lambda inputs, convs: _exchange_op(inputs, [], [], size, mode, align_corners, relu)
 
 
 class CpuBackend(Backend):
@@ -38,6 +46,9 @@ class CpuBackend(Backend):
 
     def run(self, call: ExchangeCall) -> Tensor:
         return _run_op(call)
+
+    def bind(self, call: ExchangeCall) -> BoundCall:
+        return _bind_op(self, call)
 
 
 class CudaBackend(Backend):
@@ -59,3 +70,6 @@ class CudaBackend(Backend):
 
     def run(self, call: ExchangeCall) -> Tensor:
         return _run_op(call)
+
+    def bind(self, call: ExchangeCall) -> BoundCall:
+        return _bind_op(self, call)
