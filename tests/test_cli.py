@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 
-import hrnet_fast
 from hrnet_fast import cli
 from hrnet_fast.bench import config, reporting, timing
 

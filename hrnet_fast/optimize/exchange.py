@@ -38,7 +38,7 @@ from ..layouts import OwnModule, compile_rows
 from ..ops import exchange
 from ..terms import DownTerm, IdentityTerm, OpaqueTerm, UpTerm, size_mismatch
 from .convs import Epilogue, FusedConv, Platform
-from .graph import _foldable_bn
+from .foldable import foldable_bn_reason
 
 
 class _Row:
@@ -184,12 +184,12 @@ class OptimizedHRModule(nn.Module):
         if has_hooks(*term.modules):
             return self._opaque(term, builder, name, getattr(term, "host_resizes", False))
         if isinstance(term, UpTerm):
-            if _foldable_bn(term.bn) is not None:
+            if foldable_bn_reason(term.bn) is not None:
                 return self._opaque(term, builder, name, term.host_resizes)
             conv, shift = self._folded(term.conv, term.bn, Epilogue.NONE, last=True)
             return _Up(term.j, conv, shift, term.upsample, term.host_resizes)
         if isinstance(term, DownTerm):
-            if any(_foldable_bn(link[1]) is not None for link in term.links):
+            if any(foldable_bn_reason(link[1]) is not None for link in term.links):
                 return self._opaque(term, builder, name, False)
             links = [self._folded(link[0], link[1], Epilogue.RELU, last=False)[0] for link in term.links[:-1]]
             last_conv, last_bn = term.links[-1][0], term.links[-1][1]

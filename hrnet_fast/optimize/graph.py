@@ -34,7 +34,7 @@ the report.
 from __future__ import annotations
 
 import operator
-from typing import Dict, List, Optional, Set
+from typing import Dict, Optional, Set
 
 import torch
 import torch.fx as fx
@@ -45,6 +45,8 @@ from ..folding import fold
 from ..layers import has_hooks, is_batchnorm, is_conv
 from ..layouts import is_hr_module
 from .convs import Epilogue, FusedConv, make_conv
+from .exchange import OptimizedHRModule
+from .foldable import foldable_bn_reason
 from .report import Report
 from .settings import Settings
 
@@ -69,21 +71,6 @@ class _Tracer(fx.Tracer):
         if is_hr_module(m) and isinstance(out, fx.Proxy):
             return [out[i] for i in range(len(m.fuse_layers))]
         return out
-
-
-def _foldable_bn(bn: nn.Module) -> Optional[str]:
-    """Why `bn` cannot fold (None: it can)."""
-    if not is_batchnorm(bn):
-        return "not a BatchNorm"
-    if bn.training:
-        return "in training mode"
-    if bn.running_mean is None or bn.running_var is None:
-        return "no running statistics (normalises with batch statistics even in eval)"
-    if has_hooks(bn):
-        return "has hooks"
-    if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm3d)):
-        return "not a 2-D BatchNorm"
-    return None
 
 
 class _Spec:
@@ -139,7 +126,6 @@ class Builder:
     # -- entry -----------------------------------------------------------
 
     def build(self, module: nn.Module, name: str = "") -> nn.Module:
-        from .exchange import OptimizedHRModule  # the exchange builds its branches with this Builder
 
         if is_hr_module(module) and not has_hooks(module):
             try:
@@ -215,7 +201,7 @@ class Builder:
                 continue
             bn = modules[node.target]
             src = node.args[0] if node.args else None
-            why = _foldable_bn(bn)
+            why = foldable_bn_reason(bn)
             if why is None and not (src in specs and len(src.users) == 1 and not specs[src].folded):
                 why = "no convolution right before it"
             if why is None and (len(node.args) != 1 or node.kwargs):
