@@ -66,3 +66,45 @@ def test_onnx_export_runs_in_onnxruntime(dynamo, head, mode_kw, tmp_path):
     with torch.no_grad():
         want = ref(x)
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
+
+
+def _optimized(head="seg", mode_kw=None):
+    ref, _ = _model(head, mode_kw)
+    return ref, hrnet_fast.optimize(ref)
+
+
+@pytest.mark.parametrize("head", ["seg", "pose"])
+def test_jit_trace_of_an_optimized_model(head):
+    # The fused library convolutions (oneDNN post-ops, prepacked weights)
+    # are recorded in their plain form: folded F.conv2d, add, ReLU.
+    ref, fast = _optimized(head)
+    assert fast.settings.platform.value == "mkldnn"  # the fused form is what runs outside the trace
+    x = torch.randn(1, 3, 64, 96)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(fast, x)
+    graph = str(traced.inlined_graph)
+    assert "hrnet_fast::" not in graph and "mkldnn" not in graph
+    assert "batch_norm" not in graph  # folded
+    y = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(y), ref(y), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fast(y), ref(y), rtol=1e-4, atol=1e-4)  # and it still runs fused
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_onnx_export_of_an_optimized_model_runs_in_onnxruntime(dynamo, tmp_path):
+    ref, fast = _optimized("seg", {"align_corners": True})
+    x = torch.randn(1, 3, 64, 96)
+    path = str(tmp_path / "m.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(fast, (x,), path, dynamo=dynamo)
+    model = onnx.load(path)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "Resize", "Relu"} <= ops and "BatchNormalization" not in ops
+    assert not any(n.domain.startswith(("hrnet", "com.microsoft")) for n in model.graph.node)
+    (got,) = _ort_run(path, x)
+    with torch.no_grad():
+        want = ref(x)
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)

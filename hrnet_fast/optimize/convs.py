@@ -18,6 +18,10 @@ that computes the whole expression for the chosen `Platform`:
     plain   anywhere: F.conv2d with the folded bias, then the add and the
             ReLU in place on its fresh output.
 
+Traces, exports and torch.compile record the plain form on every platform
+(`recording()`): the fused library calls are not standard operators, and
+a prepacked weight is only valid for the process that packed it.
+
 The weights are the module's own tensors (folded, cast and laid out once at
 build time), held as plain attributes: the optimized model is fixed to one
 device and dtype, and nothing here is trained.
@@ -52,6 +56,11 @@ class Platform(enum.Enum):
     MKLDNN = "mkldnn"
     CUDNN = "cudnn"
     PLAIN = "plain"
+
+
+def recording() -> bool:
+    """Whether a trace, an export or torch.compile records this call now."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def _pair(v: Union[int, Sequence[int]]) -> List[int]:
@@ -159,6 +168,8 @@ class MkldnnConv(FusedConv):
         return y.relu_() if self.epilogue.relu else y
 
     def forward(self, x: Tensor, other: Optional[Tensor] = None) -> Tensor:
+        if recording():
+            return FusedConv.plain(self, x, other)
         w = self.packed(x)
         if other is None:
             return torch.ops.mkldnn._convolution_pointwise(
@@ -190,7 +201,7 @@ class CudnnConv(FusedConv):
 
     def forward(self, x: Tensor, other: Optional[Tensor] = None) -> Tensor:
         ep = self.epilogue
-        if not ep.relu or self.fallback is not None or isinstance(self.padding, str):
+        if not ep.relu or self.fallback is not None or isinstance(self.padding, str) or recording():
             return self.plain(x, other)
         try:
             if other is None:

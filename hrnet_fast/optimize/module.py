@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .convs import recording
 from .cudagraphs import GraphRunner
 from .guard import SourceGuard
 from .report import Report
@@ -129,11 +130,14 @@ class OptimizedModule(nn.Module):
 
     def forward(self, x: Tensor) -> Any:
         self._check(x)
+        # A trace, an export or torch.compile records the computation only:
+        # no graphs, no autograd node (and plain convolutions, convs.py).
+        rec = recording()
         dtype = x.dtype
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
             else torch.contiguous_format
         with torch.no_grad():
-            if self.graphs is not None:
+            if self.graphs is not None and not rec:
                 out, static = self.graphs.run(x, lambda t: self._compute(self._to_compute(t)))
             else:
                 out, static = self._compute(self._to_compute(x)), False
@@ -151,4 +155,4 @@ class OptimizedModule(nn.Module):
             return t.to(dtype=dtype if floating else t.dtype, memory_format=f, copy=copy)
 
         out = tree_map(finish, out)
-        return _with_raising_backward(out) if grad else out
+        return _with_raising_backward(out) if grad and not rec else out
