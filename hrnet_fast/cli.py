@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time a training step (forward, loss, backward, SGD step) instead of inference")
     b.add_argument("--variants", type=_variants, metavar="LIST",
                    help="comma-separated: eager, fused[BACKEND], compile[MODE], fused[BACKEND]+compile[MODE], "
-                        "optimized[BACKEND] (default: eager,fused on CPU; eager,fused,compile on CUDA)")
+                        "optimized[BACKEND] (default: eager,fused,optimized,compile)")
     b.add_argument("--backend", choices=config.BACKEND_CHOICES, help="backend of the fused variant (default auto)")
     b.add_argument("--iters", type=_positive, metavar="N", help="timed paired rounds")
     b.add_argument("--warmup", type=_positive, metavar="N", help="warm-up rounds, the compiling one included")

@@ -49,6 +49,9 @@ class Variant:
     name: str
     step: Optional[Callable[[], Any]] = None
     first_call_s: Optional[float] = None
+    # Building the variant (copy, convert / optimize / compile wrapper) and
+    # its first call (where torch.compile compiles): what a deployment waits.
+    setup_s: Optional[float] = None
     output: Optional[Tensor] = None
     error: Optional[str] = None
     backend: Optional[str] = None
@@ -190,6 +193,8 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             v = variants[name]
             bar.describe(f"{case.model}: first call of {name}")
             try:
+                timing.synchronize(case.device)
+                t_setup = time.perf_counter()
                 model = _prepare(name, base, case, x)
                 v.step = make_step(model, x, case.train)
                 timing.synchronize(case.device)
@@ -197,6 +202,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
                 out = v.step()
                 timing.synchronize(case.device)
                 v.first_call_s = time.perf_counter() - t0
+                v.setup_s = time.perf_counter() - t_setup
                 v.output = flat_output(out)
                 del out
             except Interrupted:
@@ -264,6 +270,7 @@ def run_case(case: Case, show_progress: bool = True, log: Callable[[str], None] 
             "throughput_img_s": case.batch * 1e3 / stats["median_ms"],
             "compile_s": v.first_call_s if compile_mode(name) is not None else None,
             "first_call_s": v.first_call_s,
+            "setup_s": v.setup_s,
             "backend": v.backend,
             "samples": len(samples[name]),
         })
