@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import folding
 from .layers import uses_batch_stats
-from .pointwise import conv1x1
+from .pointwise import bound_conv1x1
 from . import shared_source
 from .shared_source import SharedSource
 from .terms import DownTerm, IdentityTerm, OpaqueTerm, Term, UpTerm, size_mismatch
@@ -99,12 +99,14 @@ class InferenceRows:
             parts = [folded(m.conv, m.bn) for m in members]
             weight = torch.cat([p.weight for p in parts])
             bias = torch.cat([p.bias for p in parts])
-            self.groups.append((g, members, weight, bias, [p.weight.shape[0] for p in parts]))
+            conv = bound_conv1x1(xs[g.j], weight, bias) if g.kind == "up" else None
+            self.groups.append((g, members, weight, bias, [p.weight.shape[0] for p in parts], conv))
             for m in members:
                 merged[(m.i, g.j)] = True
         # Per row: (target index, steps); a step is ("id", j), ("up", j,
-        # fold, pointwise), ("down", j, [earlier folds], last fold, conv
-        # term?) or ("opaque", term); merged first convs are read by slot.
+        # conv bound to x_j's shape or None when merged, slot), ("merged",
+        # slot), ("down", j, [earlier folds], last fold, conv term?, slot,
+        # from merged?) or ("opaque", term); merged outputs are read by slot.
         self.rows: List[Tuple[int, List[tuple]]] = []
         for i, row in enumerate(rows):
             steps: List[tuple] = []
@@ -113,7 +115,12 @@ class InferenceRows:
                 if isinstance(t, IdentityTerm):
                     steps.append(("id", t.j))
                 elif isinstance(t, UpTerm):
-                    steps.append(("up", t.j, None if slot in merged else folded(t.conv, t.bn), t.pointwise, slot))
+                    if slot in merged:
+                        steps.append(("up", t.j, None, slot))
+                    else:
+                        f = folded(t.conv, t.bn)
+                        steps.append(("up", t.j, bound_conv1x1(xs[t.j], f.weight, f.bias) if t.pointwise
+                                      else f.conv2d, slot))
                 elif isinstance(t, DownTerm):
                     links = [folded(conv, bn) for _, conv, bn, _ in t.links]
                     first = 1 if slot in merged else 0
@@ -153,8 +160,8 @@ class InferenceRows:
         later ones through the runner `bind(inputs, convs, target)` returned
         then (ops.bind_exchange), which the signature keeps valid."""
         first: Dict[Tuple[int, int], Tensor] = {}
-        for group, members, weight, bias, sizes in self.groups:
-            shared_source.merged_outputs(group, members, xs[group.j], weight, bias, sizes, first)
+        for group, members, weight, bias, sizes, conv in self.groups:
+            shared_source.merged_outputs(group, members, xs[group.j], weight, bias, sizes, first, conv)
         outs = []
         runners = self._runners
         for r, (i, steps) in enumerate(self.rows):
@@ -166,13 +173,8 @@ class InferenceRows:
                 if kind == "id":
                     inputs.append(xs[step[1]])
                 elif kind == "up":
-                    _, j, f, pointwise, slot = step
-                    if f is None:
-                        inputs.append(first[slot])
-                    elif pointwise:
-                        inputs.append(conv1x1(xs[j], f.weight, f.bias))
-                    else:
-                        inputs.append(f.conv2d(xs[j]))
+                    _, j, conv, slot = step
+                    inputs.append(first[slot] if conv is None else conv(xs[j]))
                 elif kind == "merged":
                     z = first[step[1]]
                     if (z.shape[-2], z.shape[-1]) != target:

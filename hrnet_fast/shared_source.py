@@ -18,7 +18,7 @@ so training never merges, and neither do layers with hooks.
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -92,12 +92,16 @@ def members_now(group: SharedSource, x: Tensor) -> Optional[List[Member]]:
 
 
 def merged_outputs(group: SharedSource, members: Sequence[Member], x: Tensor, weight: Tensor, bias: Tensor,
-                   sizes: Sequence[int], out: Dict[Tuple[int, int], Tensor]) -> None:
+                   sizes: Sequence[int], out: Dict[Tuple[int, int], Tensor],
+                   conv: Optional[Callable[[Tensor], Tensor]] = None) -> None:
     """Runs the group's first convs as one conv with the stacked folds
     `weight`, `bias` (each member's `sizes` output channels) and puts each
     member's part in `out` under (row, branch), ReLU applied where its
-    chain goes on."""
-    if group.kind == "up":
+    chain goes on. `conv`, when given, is that conv bound to `x`'s shape
+    (pointwise.bound_conv1x1)."""
+    if conv is not None:
+        y = conv(x)
+    elif group.kind == "up":
         y = conv1x1(x, weight, bias)
     else:
         conv = members[0].conv

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrnet_fast.pointwise import conv1x1
+from hrnet_fast.pointwise import bound_conv1x1, conv1x1
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -59,3 +59,20 @@ def test_autocast_bfloat16_like_conv2d(layout):
         y, expected = conv1x1(x, w, b), F.conv2d(x, w, b)
     assert y.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), expected.float(), rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bound_matches_conv2d_on_fresh_inputs(layout, with_bias):
+    # Bound once to a shape, then called on new tensors of that shape, as the
+    # eval plan does; other layouts and no bias take the general function.
+    torch.manual_seed(2)
+    shape = (3, 13, 7, 5)
+    w, b = torch.randn(9, 13, 1, 1, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    bias = b if with_bias else None
+    conv = bound_conv1x1(torch.randn(shape, dtype=torch.float64).contiguous(memory_format=LAYOUTS[layout]), w, bias)
+    for _ in range(2):
+        x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=LAYOUTS[layout])
+        y = conv(x)
+        torch.testing.assert_close(y, F.conv2d(x, w, bias), rtol=1e-12, atol=1e-12)
+        assert y.shape == (3, 9, 7, 5)
