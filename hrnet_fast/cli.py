@@ -28,8 +28,8 @@ EPILOG = """\
 models: a timm HRNet name (hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w30, hrnet_w32,
 hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w64; created with pretrained=False) or an hrnet_fast
 architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64) with --head seg|pose.
-Without --model: on CPU hrnet_w18_small 4x3x256x192, 100 rounds or 60 s; on CUDA
-w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192, eager/fused/compile.
+Without --model: on CPU hrnet_w18_small 4x3x256x192, 100 rounds or 180 s in all; on CUDA
+w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192; eager, fused, optimized and compile.
 A model of your own: --model package.module:factory, a zero-argument callable returning the
 nn.Module (importable from the current directory or PYTHONPATH).
 Variants: eager (unconverted), fused (hrnet_fast.convert; on CUDA with --backend auto one
