@@ -37,13 +37,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .backend import conv_terms_in_kernel
+from .backend import conv_terms_in_kernel, defers_to_compiler
 from .folding import FoldCache, cacheable_now
 from .inference_rows import InferenceRows, _eligible, signature
 from .layouts import compile_rows
 from .ops import bind_exchange, exchange
 from .shared_source import merged_first_convs, shared_sources
-from .terms import CallState, RowArgs, Term
+from .terms import CallState, IdentityTerm, OpaqueTerm, RowArgs, Term
 
 # Bumped whenever any module registers a submodule, parameter or buffer
 # anywhere: a swapped layer or tensor (SyncBatchNorm conversion, a new
@@ -157,9 +157,12 @@ class FusedExchange(nn.Module):
         return self(xs)
 
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
-        if self._generation != _GENERATION[0] and not torch.compiler.is_compiling():
+        compiling = torch.compiler.is_compiling()
+        if self._generation != _GENERATION[0] and not compiling:
             self._refresh()
         device = xs[0].device
+        if compiling and defers_to_compiler(self.backend, device.type):
+            return self._as_source(xs)
         autocast = torch.is_autocast_enabled(device.type)
         convs_in_op = conv_terms_in_kernel(self.backend, device.type)
         cacheable = cacheable_now()
@@ -177,6 +180,22 @@ class FusedExchange(nn.Module):
             args = RowArgs()
             for term in terms:
                 term.contribute(xs[term.j], target, st, args)
+            outs.append(self._call(args, target))
+        return outs
+
+    def _as_source(self, xs: List[Tensor]) -> List[Tensor]:
+        """Every summand as the source model computes it (its fuse layer
+        run as a module), summed and ReLU'd by the definition: under
+        torch.compile on the CPU the compiler then sees the unconverted
+        model's graph and fuses it as well (folding in the graph, merged
+        convs and GEMM-form 1x1 convs only slowed the compiled model)."""
+        outs = []
+        for i, terms in enumerate(self.rows):
+            target = (xs[i].shape[-2], xs[i].shape[-1])
+            args = RowArgs()
+            for term in terms:
+                source = term if isinstance(term, (IdentityTerm, OpaqueTerm)) else term.opaque
+                source.contribute(xs[term.j], target, None, args)
             outs.append(self._call(args, target))
         return outs
 

@@ -52,10 +52,7 @@ def choose(name: str, call: ExchangeCall) -> Backend:
         check_values(call)  # raises: the op needs an input
     x0 = call.inputs[0]
     compiling = torch.compiler.is_compiling()
-    if name == "auto" and compiling and x0.device.type == "cpu":
-        # Compiled on the CPU, the definition's plain ops let Inductor fuse
-        # the exchange with its neighbours, which the opaque op stops
-        # (benchmarks/RESULTS.md: torch.compile of a converted model).
+    if compiling and defers_to_compiler(name, x0.device.type):
         return BACKENDS["reference"]
     key = (name, x0.device.type, x0.dtype, len(call.inputs), len(call.convs))
     hit = _CHOICES.get(key)
@@ -78,6 +75,14 @@ def choose(name: str, call: ExchangeCall) -> Backend:
     if not compiling:
         _CHOICES[key] = chosen
     return chosen
+
+
+def defers_to_compiler(name: str, device_type: str) -> bool:
+    """Whether `name` on `device_type` hands torch.compile the definition's
+    plain ops instead of a kernel, when compiling: "auto" on the CPU, where
+    Inductor fuses the exchange with its neighbours, which the opaque op
+    stops (benchmarks/RESULTS.md: torch.compile of a converted model)."""
+    return name == "auto" and device_type == "cpu"
 
 
 def for_device(name: str, device_type: str) -> Backend:
@@ -115,4 +120,4 @@ def table() -> List[Tuple[str, str, str, str]]:
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "BackendUnavailable", "BackendUnsupported", "NAMES", "available",
-           "choose", "conv_terms_in_kernel", "for_device", "lower_convs", "run_reference", "table"]
+           "choose", "conv_terms_in_kernel", "defers_to_compiler", "for_device", "lower_convs", "run_reference", "table"]
