@@ -98,6 +98,7 @@ def test_timm_classification(timm_cls):
     assert r.exchange_modules == sum(1 for m in timm_cls.modules() if is_hr_module(m))
     assert r.epilogues["add_relu"] > 0 and r.epilogues["relu"] > 0
     assert not (r.untraced or r.hooked or r.unrecognised)
+    assert r.opaque_terms == 0  # every summand folded into the exchange's rows
 
 
 def test_timm_features_only():
@@ -112,14 +113,14 @@ def test_own_seg_odd_sizes(align):
     torch.manual_seed(0)
     m = randomize_bn(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=5, align_corners=align))
     fast = check_equal(m, [torch.randn(1, 3, 67, 45), torch.randn(2, 3, 50, 61)])
-    assert fast.report.bns_folded == all_bns(m)
+    assert fast.report.bns_folded == all_bns(m) and fast.report.opaque_terms == 0
 
 
 def test_own_pose():
     torch.manual_seed(0)
     m = randomize_bn(hrnet_fast.models.create("w18_small_v1", "pose", num_joints=3))
     fast = check_equal(m, [torch.randn(1, 3, 64, 64), torch.randn(2, 3, 96, 64)])
-    assert fast.report.bns_folded == all_bns(m)
+    assert fast.report.bns_folded == all_bns(m) and fast.report.opaque_terms == 0
 
 
 # The official segmentation repository: fuse_layers[i][i] is None, the
@@ -203,7 +204,7 @@ def test_official_seg_layout(align, monkeypatch):
     torch.manual_seed(1)
     m = randomize_bn(OfficialSegNet())
     fast = check_equal(m, [torch.randn(1, 3, 45, 39), torch.randn(2, 3, 32, 48)])
-    assert fast.report.exchange_modules == 3 and fast.report.bns_left == 0
+    assert fast.report.exchange_modules == 3 and fast.report.bns_left == 0 and fast.report.opaque_terms == 0
     hr = [mod for mod in fast.modules() if type(mod).__name__ == "OptimizedHRModule"]
     assert {(h.mode, h.align_corners) for h in hr} == {("bilinear", align)}
 
@@ -372,7 +373,7 @@ def test_mm_style_backbone_odd_sizes():
     r = fast.report
     assert r.bns_folded == all_bns(m) and r.bns_left == 0
     assert r.epilogues.get("add_relu", 0) == 1 + 2 * 2 + 3 * 2  # every MMBasicBlock's last conv
-    assert r.exchange_modules == 2
+    assert r.exchange_modules == 2 and r.opaque_terms == 0
 
 
 def test_untraceable_root_runs_its_own_forward():

@@ -189,10 +189,11 @@ class OptimizedHRModule(nn.Module):
             conv, shift = self._folded(term.conv, term.bn, Epilogue.NONE, last=True)
             return _Up(term.j, conv, shift, term.upsample, term.host_resizes)
         if isinstance(term, DownTerm):
-            if any(foldable_bn_reason(link[1]) is not None for link in term.links):
+            # term.links: (link, conv, BN, the link's modules) per link
+            if any(foldable_bn_reason(bn) is not None for _, _, bn, _ in term.links):
                 return self._opaque(term, builder, name, False)
-            links = [self._folded(link[0], link[1], Epilogue.RELU, last=False)[0] for link in term.links[:-1]]
-            last_conv, last_bn = term.links[-1][0], term.links[-1][1]
+            links = [self._folded(conv, bn, Epilogue.RELU, last=False)[0] for _, conv, bn, _ in term.links[:-1]]
+            _, last_conv, last_bn, _ = term.links[-1]
             if self._in_kernel and term.in_kernel:
                 # The backend computes this conv inside the exchange kernel:
                 # it takes the dense folded weight and its bias as they are.
