@@ -11,8 +11,8 @@ from ._ext import build_info
 from .convert import convert, fused_modules
 from .modules import FusedExchange
 from .ops import backends, exchange
-from .optimize import optimize
+from .optimize import OptimizedModule, StaleSourceError, optimize
 
 __all__ = ["exchange", "reference", "backends", "build_info", "models", "convert", "fused_modules",
-           "FusedExchange", "optimize"]
+           "FusedExchange", "optimize", "OptimizedModule", "StaleSourceError"]
 __version__ = "0.1.0"
