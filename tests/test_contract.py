@@ -7,27 +7,14 @@ import re
 
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import hrnet_fast
 from hrnet_fast import backend as backend_registry
 from hrnet_fast.contract import make_call
+from fake_cuda import OpCounter, fake_cuda_mode
 
 pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class OpCounter(TorchDispatchMode):
-    """Every op that reaches the Python dispatch key, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def _x(*shape, **kw):
@@ -79,11 +66,8 @@ def fake_cuda(monkeypatch):
     there (the extension must have been built with CUDA)."""
     if not hrnet_fast.build_info()["cuda_compiled"]:
         pytest.skip("the extension was built without CUDA")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    backend_registry._CHOICES.clear()
-    with FakeTensorMode() as mode:
+    with fake_cuda_mode(monkeypatch) as mode:
         yield mode
-    backend_registry._CHOICES.clear()
 
 
 def test_one_call_with_affines_dispatches_one_op_on_fake_cuda(fake_cuda):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import doctest
 import importlib
-import sys
-import types
 from typing import List
 
 import pytest
@@ -24,6 +22,7 @@ from hrnet_fast.layouts import is_hr_module
 from hrnet_fast.models import HighResolutionModule
 from hrnet_fast.optimize import OptimizedModule, StaleSourceError
 from hrnet_fast.optimize.convs import Epilogue, FusedConv
+from layouts_official import SegStyleModule as OfficialSegModule, seg_src
 from test_convert_common import randomize_bn
 
 timm = pytest.importorskip("timm")
@@ -123,41 +122,7 @@ def test_own_pose():
     assert fast.report.bns_folded == all_bns(m) and fast.report.opaque_terms == 0
 
 
-# The official segmentation repository: fuse_layers[i][i] is None, the
-# coarse layers are conv+BN and forward resizes bilinearly with the module
-# global ALIGN_CORNERS.
-seg_src = types.ModuleType("fake_official_seg_hrnet")
-seg_src.ALIGN_CORNERS = True
-sys.modules[seg_src.__name__] = seg_src
-
-
-class OfficialSegModule(nn.Module):
-    def __init__(self, src: HighResolutionModule):
-        super().__init__()
-        self.num_branches = src.num_branches
-        self.branches = src.branches
-        self.fuse_layers = src.fuse_layers
-        self.relu = nn.ReLU(False)
-
-    def forward(self, x):
-        for i in range(self.num_branches):
-            x[i] = self.branches[i](x[i])
-        out = []
-        for i in range(len(self.fuse_layers)):
-            y = x[0] if i == 0 else self.fuse_layers[i][0](x[0])
-            for j in range(1, self.num_branches):
-                if i == j:
-                    y = y + x[j]
-                elif j > i:
-                    y = y + F.interpolate(self.fuse_layers[i][j](x[j]), size=x[i].shape[-2:], mode="bilinear",
-                                          align_corners=sys.modules[type(self).__module__].ALIGN_CORNERS)
-                else:
-                    y = y + self.fuse_layers[i][j](x[j])
-            out.append(self.relu(y))
-        return out
-
-
-OfficialSegModule.__module__ = seg_src.__name__
+# The official segmentation repository's layout: layouts_official.
 
 
 class OfficialSegNet(nn.Module):

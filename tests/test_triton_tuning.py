@@ -15,14 +15,12 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 triton = pytest.importorskip("triton")
 
 import hrnet_fast  # noqa: E402
-from hrnet_fast import backend as backend_registry  # noqa: E402
 from hrnet_fast.triton import slots, tuning  # noqa: E402
+from fake_cuda import OpCounter, fake_cuda_mode  # noqa: E402
 
 pytestmark = pytest.mark.skipif(tuning.INTERPRET, reason="checks the compiled configuration, not the interpreter's")
 META = torch.device("meta")
@@ -138,26 +136,13 @@ def test_axis_scales_are_atens(n_in, n_out):
 
 # ---- the fake path: one op, no device ----------------------------------------
 
-class OpCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Fake CUDA tensors, and a Triton backend that believes a device is there."""
     if not hrnet_fast.build_info()["extension_loaded"]:
         pytest.skip("the extension is not built: no value checks to run")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    backend_registry._CHOICES.clear()
-    with FakeTensorMode() as mode:
+    with fake_cuda_mode(monkeypatch) as mode:
         yield mode
-    backend_registry._CHOICES.clear()
 
 
 def test_forward_dispatches_one_op_and_no_aten_op_on_fake_cuda(fake_cuda):
