@@ -18,6 +18,10 @@ the owning FusedExchange compile again (module, parameter and buffer
 registration hooks), which drops these rows. Anything else -- training, grad mode, hooks, autocast, torch.compile
 or a trace, an up-branch whose resizes the op cannot compose -- runs the
 general term path.
+
+After a first run the rows are usually compiled once more, into one C++
+call (hrnet_fast.native_rows); these rows stay the reference it must match
+and the path it falls back to.
 """
 from __future__ import annotations
 
@@ -104,7 +108,8 @@ class InferenceRows:
             for m in members:
                 merged[(m.i, g.j)] = True
         # Per row: (target index, steps); a step is ("id", j), ("up", j,
-        # conv bound to x_j's shape or None when merged, slot), ("merged",
+        # conv bound to x_j's shape or None when merged, slot, its fold,
+        # whether it is 1x1), ("merged",
         # slot), ("down", j, [earlier folds], last fold, conv term?, slot,
         # from merged?) or ("opaque", term); merged outputs are read by slot.
         self.rows: List[Tuple[int, List[tuple]]] = []
@@ -116,11 +121,11 @@ class InferenceRows:
                     steps.append(("id", t.j))
                 elif isinstance(t, UpTerm):
                     if slot in merged:
-                        steps.append(("up", t.j, None, slot))
+                        steps.append(("up", t.j, None, slot, None, True))
                     else:
                         f = folded(t.conv, t.bn)
                         steps.append(("up", t.j, bound_conv1x1(xs[t.j], f.weight, f.bias) if t.pointwise
-                                      else f.conv2d, slot))
+                                      else f.conv2d, slot, f, t.pointwise))
                 elif isinstance(t, DownTerm):
                     links = [folded(conv, bn) for _, conv, bn, _ in t.links]
                     first = 1 if slot in merged else 0
@@ -133,26 +138,26 @@ class InferenceRows:
                     steps.append(("opaque", t))
             self.rows.append((i, steps))
 
-        self._runners: List[Optional[Callable]] = [None] * len(self.rows)
+        self.runners: List[Optional[Callable]] = [None] * len(self.rows)
         # A module's hook dicts are the same objects for its lifetime
         # (register_forward_hook adds to them): one any() sees every hook.
-        self._hook_dicts = [d for m in self.modules for d in (m._forward_hooks, m._forward_pre_hooks)]
-        self._bns = tuple({id(f.bn): f.bn for f in self.folded}.values())
-        self._sources = [t for f in self.folded for t in f.sources]
-        self._versions = [t._version for t in self._sources]
-        self._placed = [t for f in self.folded for t in (f.sources[0], f.sources[-1])]
-        self._places = [t.data_ptr() for t in self._placed]
+        self.hook_dicts = [d for m in self.modules for d in (m._forward_hooks, m._forward_pre_hooks)]
+        self.bns = tuple({id(f.bn): f.bn for f in self.folded}.values())
+        self.sources = [t for f in self.folded for t in f.sources]
+        self.versions = [t._version for t in self.sources]
+        self.placed = [t for f in self.folded for t in (f.sources[0], f.sources[-1])]
+        self.places = [t.data_ptr() for t in self.placed]
 
     def valid(self) -> bool:
         # map() over C getters: about half the time of the same loops in
         # Python bytecode, and this runs on every call.
-        if any(self._hook_dicts):
+        if any(self.hook_dicts):
             return False
-        for bn in self._bns:
+        for bn in self.bns:
             if bn.training:
                 return False
-        return list(map(_VERSION, self._sources)) == self._versions and \
-            list(map(_DATA_PTR, self._placed)) == self._places
+        return list(map(_VERSION, self.sources)) == self.versions and \
+            list(map(_DATA_PTR, self.placed)) == self.places
 
     def run(self, xs: Sequence[Tensor], call, bind) -> List[Tensor]:
         """The rows' outputs. A row's first exchange runs through
@@ -163,7 +168,7 @@ class InferenceRows:
         for group, members, weight, bias, sizes, conv in self.groups:
             shared_source.merged_outputs(group, members, xs[group.j], weight, bias, sizes, first, conv)
         outs = []
-        runners = self._runners
+        runners = self.runners
         for r, (i, steps) in enumerate(self.rows):
             target = (xs[i].shape[-2], xs[i].shape[-1])
             inputs: List[Tensor] = []
@@ -173,7 +178,7 @@ class InferenceRows:
                 if kind == "id":
                     inputs.append(xs[step[1]])
                 elif kind == "up":
-                    _, j, conv, slot = step
+                    _, j, conv, slot, _, _ = step
                     inputs.append(first[slot] if conv is None else conv(xs[j]))
                 elif kind == "merged":
                     z = first[step[1]]

@@ -20,7 +20,10 @@ affine. SyncBatchNorm in training is always called as a module so its
 cross-process statistics stay intact.
 
 In eval on the CPU, the first convs that read the same branch run as one
-conv (hrnet_fast.shared_source).
+conv (hrnet_fast.shared_source). In eval under no_grad the exchange is
+compiled to folded weights (hrnet_fast.inference_rows) and, after its first
+call, runs as one C++ call (hrnet_fast.native_rows) from `__call__`, ahead
+of nn.Module's own call path, whose hooks it checks itself.
 
 Example:
     >>> import torch, hrnet_fast
@@ -41,6 +44,7 @@ from .backend import conv_terms_in_kernel, defers_to_compiler
 from .folding import FoldCache, cacheable_now
 from .inference_rows import InferenceRows, _eligible, signature
 from .layouts import compile_rows
+from .native_rows import NativeRows, compile_rows as compile_native, run_rows
 from .ops import bind_exchange, exchange
 from .shared_source import merged_first_convs, shared_sources
 from .terms import CallState, IdentityTerm, OpaqueTerm, RowArgs, Term
@@ -59,6 +63,11 @@ def _registered(module, name, value):
 torch.nn.modules.module.register_module_module_registration_hook(_registered)
 torch.nn.modules.module.register_module_parameter_registration_hook(_registered)
 torch.nn.modules.module.register_module_buffer_registration_hook(_registered)
+
+_is_compiling = torch.compiler.is_compiling
+_module_call = nn.Module.__call__
+_GLOBAL_HOOK_DICTS = tuple(getattr(torch.nn.modules.module, name) for name in (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
 
 
 class FusedExchange(nn.Module):
@@ -81,7 +90,8 @@ class FusedExchange(nn.Module):
         super().__init__()
         # A plain attribute, not a submodule: the host owns the parameters.
         self.__dict__["host"] = host
-        self.backend = backend
+        self.__dict__["_backend"] = backend
+        self.__dict__["_one_call_eval"] = True
         self.copy_branches_in_place = copy_branches_in_place
         # Training with batch statistics: False calls the BN module (ATen's
         # batch norm computes the statistics and the running update in one
@@ -100,6 +110,9 @@ class FusedExchange(nn.Module):
         self.align_corners = bool(align) and mode == "bilinear"
         self.__dict__["shared_sources"] = shared_sources(rows)
         self.__dict__["_inference"] = None  # (signature, InferenceRows) of the last eval call
+        # The last eval call's rows as one C++ call (NativeRows or None),
+        # its run_rows state, and the rows it was compiled from.
+        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
         self.__dict__["_structure"] = self._structure_now()
         self._generation = _GENERATION[0]
 
@@ -116,6 +129,36 @@ class FusedExchange(nn.Module):
             self._compile()
         else:
             self._generation = _GENERATION[0]
+
+    @property
+    def backend(self) -> str:
+        """The `backend=` of its exchange calls; setting it drops the
+        inference rows bound to the previous one."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self.__dict__["_backend"] = name
+        self.__dict__["_inference"] = None
+        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
+
+    @property
+    def one_call_eval(self) -> bool:
+        """Whether eval calls under no_grad run as one C++ call once their
+        rows are compiled (hrnet_fast.native_rows; default True). False
+        keeps them in Python, for comparison; the outputs are the same."""
+        return self._one_call_eval
+
+    @one_call_eval.setter
+    def one_call_eval(self, enabled: bool) -> None:
+        self.__dict__["_one_call_eval"] = bool(enabled)
+        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
+
+    @property
+    def native_rows(self) -> Optional[NativeRows]:
+        """The one-call C++ form of the last eval call's rows
+        (hrnet_fast.native_rows), or None."""
+        return self._native_rows
 
     @property
     def plan(self) -> List[List[Term]]:
@@ -137,6 +180,7 @@ class FusedExchange(nn.Module):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["folds"] = FoldCache()
         state["_inference"] = None
+        state["_native_rows"] = state["_one_call"] = state["_one_call_rows"] = None
         return state
 
     # -- host forward -----------------------------------------------------
@@ -156,8 +200,27 @@ class FusedExchange(nn.Module):
             xs = [branch(t) for branch, t in zip(host.branches, x)]
         return self(xs)
 
+    def __call__(self, *args, **kwargs):
+        # Eval's fast path: the whole exchange as one C++ call, before
+        # nn.Module.__call__ (whose checks, after the convolutions have
+        # pushed the interpreter out of the caches, cost as much as the rest
+        # of the call). The call checks the grad, inference, autocast and
+        # trace modes, its inputs, the BN modes and every hook nn.Module
+        # would run, this module's and the global ones, and returns None
+        # when anything does not hold (hrnet_fast.native_rows). Never under
+        # torch.compile, which must see the module (checked first). A
+        # module.compile() of this module alone would be bypassed here, to
+        # the same result: there is nothing left in the call to compile.
+        if not _is_compiling():
+            state = self._one_call
+            if state is not None and self._generation == _GENERATION[0] and len(args) == 1 and not kwargs:
+                outs = run_rows(state, args[0])
+                if outs is not None:
+                    return outs
+        return _module_call(self, *args, **kwargs)
+
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
-        compiling = torch.compiler.is_compiling()
+        compiling = _is_compiling()
         if self._generation != _GENERATION[0] and not compiling:
             self._refresh()
         device = xs[0].device
@@ -169,7 +232,14 @@ class FusedExchange(nn.Module):
         if cacheable and not autocast and not torch.is_grad_enabled():
             rows = self._inference_rows(xs, convs_in_op, device.type == "cpu" and not convs_in_op)
             if rows is not None:
-                return rows.run(xs, self._exchange, self._bind)
+                outs = rows.run(xs, self._exchange, self._bind)
+                if self._one_call_rows is not rows and self._one_call_eval:
+                    # After a first run of these rows: every runner is bound.
+                    native = compile_native(rows, xs, self._own_hook_dicts())
+                    self.__dict__["_native_rows"] = native
+                    self.__dict__["_one_call"] = None if native is None else native.state
+                    self.__dict__["_one_call_rows"] = rows
+                return outs
         first: Dict[Tuple[int, int], Tensor] = {}
         if self.shared_sources and device.type == "cpu" and not autocast and not convs_in_op:
             first = merged_first_convs(self.shared_sources, xs, self.folds, cacheable)
@@ -182,6 +252,12 @@ class FusedExchange(nn.Module):
                 term.contribute(xs[term.j], target, st, args)
             outs.append(self._call(args, target))
         return outs
+
+    def _own_hook_dicts(self) -> Tuple[dict, ...]:
+        """The hook dicts nn.Module.__call__ reads for this module: the one
+        C++ call runs only while they are empty."""
+        return (self._forward_hooks, self._forward_pre_hooks, self._backward_hooks, self._backward_pre_hooks,
+                *_GLOBAL_HOOK_DICTS)
 
     def _as_source(self, xs: List[Tensor]) -> List[Tensor]:
         """Every summand as the source model computes it (its fuse layer

@@ -5,7 +5,7 @@ Autograd is in C++ (csrc/autograd); conv terms run as library convolutions.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -25,12 +25,33 @@ def _run_op(call: ExchangeCall) -> Tensor:
     return _exchange_op(call.inputs, call.scales, call.shifts, call.size, call.mode, call.align_corners, call.relu)
 
 
+class OpRunner:
+    """A bound call of the op without affines or conv terms. What it runs
+    is data (size, mode, align_corners, relu), so a converted module whose
+    rows are all OpRunners can run as one C++ call (hrnet_fast.native_rows)."""
+    __slots__ = ("size", "mode", "align_corners", "relu")
+
+    def __init__(self, call: ExchangeCall):
+        self.size, self.mode, self.align_corners, self.relu = \
+            tuple(call.size), call.mode, call.align_corners, call.relu
+
+    def __call__(self, inputs: List[Tensor], convs: Sequence[tuple]) -> Tensor:
+        return _exchange_op(inputs, [], [], self.size, self.mode, self.align_corners, self.relu)
+
+
 def _bind_op(backend: Backend, call: ExchangeCall) -> BoundCall:
     """Calls without affines or conv terms go straight to the op."""
     if call.convs or call.scales or call.shifts:
         return Backend.bind(backend, call)
-    size, mode, align_corners, relu = call.size, call.mode, call.align_corners, call.relu
-    return lambda inputs, convs: _exchange_op(inputs, [], [], size, mode, align_corners, relu)
+    return OpRunner(call)
+
+
+# csrc/rows_plan.cpp, for hrnet_fast.native_rows:
+#   rows_plan(constants, program, registers, like, sources, versions, placed,
+#             places, mode, align_corners, relu) -> plan
+#   run_rows(plan, xs) -> the rows' outputs, or None when the plan does not fit
+rows_plan = _C.rows_plan if _C is not None else None
+run_rows = _C.run_rows if _C is not None else None
 
 
 class CpuBackend(Backend):
