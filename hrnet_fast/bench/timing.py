@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from fractions import Fraction
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -149,15 +150,18 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float
     n = len(data)
     if n == 0:
         raise ValueError("median_interval of no values")
-    cdf = []  # cdf[i] = P(B(n, 1/2) <= i)
-    total = 0.0
+    # In integers (2 ** n overflows a float past n = 1023): counts[i] =
+    # 2 ** n * P(B(n, 1/2) <= i), the level as an exact fraction.
+    counts = []
+    total = 0
     for i in range(n + 1):
-        total += math.comb(n, i) / 2.0 ** n
-        cdf.append(total)
+        total += math.comb(n, i)
+        counts.append(total)
+    need = Fraction(level) * 2 ** n
     best = 1
     for k in range(1, n // 2 + 1):
-        # P(k <= B <= n - k) = cdf[n - k] - cdf[k - 1]
-        if cdf[n - k] - cdf[k - 1] >= level:
+        # P(k <= B <= n - k) = P(B <= n - k) - P(B <= k - 1)
+        if counts[n - k] - counts[k - 1] >= need:
             best = k
     return data[best - 1], data[n - best]
 
