@@ -1,13 +1,16 @@
 """Python work per call of a converted module's exchange: the time a
 FusedExchange forward takes beyond the library calls it makes.
 
-The library calls (convolutions, the exchange op, ReLU) of one forward are
-recorded at the dispatcher (a TorchDispatchMode) and replayed directly; the
-forward's time minus the replay's, per paired round, is the Python layer's
-own cost: resolving terms, checking the fold cache, building and checking
-the op's arguments.
+In eval under no_grad a converted module's exchange runs as one C++ call
+(hrnet_fast.native_rows): its Python work is the forward's time minus that
+call's, timed alone. For comparison the same module with
+`one_call_eval = False` runs its rows from Python; their library calls
+(convolutions, GEMMs, views, the exchange op) are recorded at the
+dispatcher (a TorchDispatchMode) and replayed directly, and that path's
+Python work is its forward's time minus the replay's. Each figure is the
+median of per-round differences of paired calls.
 
-    python benchmarks/exchange_overhead.py [--model w32] [--iters 200]
+    python benchmarks/exchange_overhead.py [--model w32] [--size 256x192] [--iters 200]
 
 Default: HRNet-W32 pose (this package's), stage 4's first module, batch 1,
 256x192 input, float32, eval, on the CPU, one thread.
@@ -15,8 +18,9 @@ Default: HRNet-W32 pose (this package's), stage 4's first module, batch 1,
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import hrnet_fast
 from hrnet_fast.bench import timing
 from hrnet_fast.bench.models import randomize_batchnorm
+from hrnet_fast.native_rows import run_rows
 
 
 class Recorder(TorchDispatchMode):
@@ -37,6 +42,26 @@ class Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         self.calls.append((func, args, kwargs))
         return func(*args, **kwargs)
+
+
+def stage4_exchange(model: torch.nn.Module, x: torch.Tensor):
+    """The first 4-branch module's FusedExchange and the inputs it gets."""
+    host = [m for m in hrnet_fast.fused_modules(model) if m.num_branches == 4][0]
+    seen = {}
+    handle = host.fused_exchange.register_forward_pre_hook(lambda mod, inp: seen.setdefault("xs", list(inp[0])))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return host.fused_exchange, seen["xs"]
+
+
+def difference(ms: Dict[str, List[float]], a: str, b: str) -> Tuple[float, float, float]:
+    """Median of the per-round differences a - b in microseconds, and its
+    distribution-free 95 % interval: steadier than a difference of two
+    medians of times tens of times larger."""
+    diffs = [(x - y) * 1e3 for x, y in zip(ms[a], ms[b])]
+    low, high = timing.median_interval(diffs)
+    return statistics.median(diffs), low, high
 
 
 def main(argv=None) -> int:
@@ -53,46 +78,61 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = hrnet_fast.models.create(args.model, "pose")
     randomize_batchnorm(model)
-    hrnet_fast.convert(model.eval())
-    host = [m for m in hrnet_fast.fused_modules(model) if m.num_branches == 4][0]
-    seen = {}
-    handle = host.fused_exchange.register_forward_pre_hook(lambda mod, inp: seen.setdefault("xs", list(inp[0])))
-    with torch.no_grad():
-        model(torch.randn(1, 3, h, w))
-    handle.remove()
-    xs = seen["xs"]
-    fx = host.fused_exchange
-
-    def forward():
-        return fx(list(xs))
+    model.eval()
+    in_python = copy.deepcopy(model)
+    hrnet_fast.convert(model)
+    hrnet_fast.convert(in_python)
+    for m in hrnet_fast.fused_modules(in_python):
+        m.fused_exchange.one_call_eval = False
+    x = torch.randn(1, 3, h, w)
+    fx, xs = stage4_exchange(model, x)
+    fx_py, xs_py = stage4_exchange(in_python, x)
 
     with torch.no_grad():
-        forward()
+        for _ in range(2):
+            fx(xs)
+            fx_py(xs_py)
+        one_call = fx.native_rows
+        if one_call is None:
+            raise SystemExit(f"{args.model}: the stage-4 exchange does not run as one call here "
+                             f"(backends: {hrnet_fast.backends()})")
         rec = Recorder()
         with rec:
-            forward()
+            fx_py(xs_py)
 
         def replay():
             for func, a, k in rec.calls:
                 func(*a, **k)
 
+        # The module keeps its inputs as they are: every call gets the same list.
+        one = {"forward": lambda: fx(xs), "call alone": lambda: run_rows(one_call.state, xs)}
+        rows = {"forward, rows in Python": lambda: fx_py(xs_py), "replay": replay}
+        both = {"one call": one["forward"], "rows in Python": rows["forward, rows in Python"]}
         for _ in range(20):
-            forward()
-            replay()
-        ms = timing.paired_rounds({"forward": forward, "replay": replay}, args.iters, "cpu")
-    # The median of the per-round differences (calls moments apart), with
-    # its distribution-free 95 % interval: steadier than a difference of
-    # two medians of times twenty to fifty times larger.
-    diffs_us = [(a - b) * 1e3 for a, b in zip(ms["forward"], ms["replay"])]
-    work, (low, high) = statistics.median(diffs_us), timing.median_interval(diffs_us)
+            for step in (*one.values(), *rows.values()):
+                step()
+        # Two calls per paired run, whose order alternates by round: a call
+        # that follows another of the same model finds its weights in cache,
+        # so only calls compared with each other share a run.
+        ms = {}
+        for steps in (one, rows, both):
+            ms.update(timing.paired_rounds(steps, args.iters, "cpu"))
+    med = {k: statistics.median(v) * 1e3 for k, v in ms.items()}
     terms = sum(len(r) for r in fx.plan)
     print(f"{args.model} stage-4 module ({len(fx.plan)} rows, {terms} terms), batch 1, {h}x{w} input, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"  forward {statistics.median(ms['forward']) * 1e3:.1f} us, its {len(rec.calls)} library calls replayed "
-          f"{statistics.median(ms['replay']) * 1e3:.1f} us: Python work {work:.1f} us per call "
-          f"(95 % CI {low:.1f}-{high:.1f}; median of {args.iters} paired differences)")
-    ops = statistics.multimode([str(f) for f, _, _ in rec.calls])
-    print(f"  library calls: {', '.join(sorted({str(f) for f, _, _ in rec.calls}))} (most: {ops[0]})")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; medians of {args.iters} paired rounds")
+    work = difference(ms, "forward", "call alone")
+    print(f"  one C++ call: forward {med['forward']:.1f} us, the call alone {med['call alone']:.1f} us: "
+          f"Python work {work[0]:.1f} us per call (95 % CI {work[1]:.1f}-{work[2]:.1f})")
+    work = difference(ms, "forward, rows in Python", "replay")
+    print(f"  rows in Python: forward {med['forward, rows in Python']:.1f} us, its {len(rec.calls)} library calls "
+          f"replayed {med['replay']:.1f} us: Python work {work[0]:.1f} us per call "
+          f"(95 % CI {work[1]:.1f}-{work[2]:.1f})")
+    gain = difference(ms, "rows in Python", "one call")
+    print(f"  forward as one C++ call {med['one call']:.1f} us, rows in Python {med['rows in Python']:.1f} us: "
+          f"{gain[0]:.1f} us less per call (95 % CI {gain[1]:.1f}-{gain[2]:.1f})")
+    ops = sorted({str(f) for f, _, _ in rec.calls})
+    print(f"  the rows' library calls: {', '.join(ops)}")
     return 0
 
 
