@@ -17,22 +17,24 @@
 // Python.
 //
 // It owns the checks that keep it valid: grad mode off, inference mode as it
-// was built, no autocast, no trace; the inputs have the shapes, dtype,
+// was built, no autocast, no trace, no torch-function mode; the inputs have the shapes, dtype,
 // device and layout it was built for; every tensor a fold was made from is
 // unmodified (its version counter) and where it was (its storage); and the
 // Python state (python_state_allows below): every BN in eval, no hooks. When they do
 // not hold, run_rows returns None and the caller takes its general path,
 // which rebuilds the plan.
+#include <torch/csrc/python_headers.h>
+
 #include <ATen/ATen.h>
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
-#include <ATen/record_function.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
-#include <torch/csrc/python_headers.h>
 
 #include <cstdint>
 #include <string>
@@ -80,8 +82,6 @@ at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& weight, const std::opt
   return at::conv2d(x, weight, bias);
 }
 
-}  // namespace
-
 class RowsPlan {
  public:
   RowsPlan(std::vector<at::Tensor> constants, std::vector<int64_t> program, int64_t registers,
@@ -115,8 +115,10 @@ class RowsPlan {
 
   // Whether the plan may run on `xs` now (see the file's comment).
   bool fits(const std::vector<at::Tensor>& xs) const {
+    // A torch-function mode would see the Python rows' calls, not these.
     if (at::GradMode::is_enabled() || c10::InferenceMode::is_enabled() != inference_ ||
-        at::autocast::is_autocast_enabled(device_.type()) || torch::jit::tracer::isTracing())
+        at::autocast::is_autocast_enabled(device_.type()) || torch::jit::tracer::isTracing() ||
+        at::impl::torch_function_mode_enabled())
       return false;
     if (xs.size() != shapes_.size()) return false;
     for (size_t k = 0; k < xs.size(); ++k) {
@@ -308,8 +310,6 @@ int python_state_allows(PyObject* bns, PyObject* hook_dicts, PyObject* handle_cl
   return 1;
 }
 
-namespace {
-
 constexpr const char* kCapsule = "hrnet_fast.RowsPlan";
 
 struct Plan {
@@ -321,8 +321,10 @@ void delete_plan(PyObject* capsule) {
   delete static_cast<Plan*>(PyCapsule_GetPointer(capsule, kCapsule));
 }
 
-// Items of a list or tuple: tensors (false if one is not), ints.
-bool tensors_of(PyObject* seq, std::vector<at::Tensor>& out) {
+// Items of a list or tuple: tensors (false if one is not; with `exact`,
+// also for a Tensor subclass, whose __torch_function__ the Python rows
+// would honour), ints.
+bool tensors_of(PyObject* seq, std::vector<at::Tensor>& out, bool exact = false) {
   PyObject* fast = PySequence_Fast(seq, "expected a list of tensors");
   if (fast == nullptr) throw python_error();
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
@@ -330,7 +332,7 @@ bool tensors_of(PyObject* seq, std::vector<at::Tensor>& out) {
   out.reserve(n);
   bool ok = true;
   for (Py_ssize_t k = 0; k < n && ok; ++k) {
-    ok = THPVariable_Check(items[k]);
+    ok = exact ? THPVariable_CheckExact(items[k]) : THPVariable_Check(items[k]);
     if (ok) out.push_back(THPVariable_Unpack(items[k]));
   }
   Py_DECREF(fast);
@@ -393,7 +395,7 @@ PyObject* run_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   // Anything but a list or tuple of tensors is for the general path to
   // refuse, with its own message.
   std::vector<at::Tensor> xs;
-  if (!(PyList_Check(args[1]) || PyTuple_Check(args[1])) || !tensors_of(args[1], xs) || !plan->rows.fits(xs))
+  if (!(PyList_Check(args[1]) || PyTuple_Check(args[1])) || !tensors_of(args[1], xs, true) || !plan->rows.fits(xs))
     Py_RETURN_NONE;
   const int allowed = python_state_allows(PyTuple_GET_ITEM(state, 1), PyTuple_GET_ITEM(state, 2),
                                           PyTuple_GET_ITEM(state, 3), plan->handles);

@@ -13,6 +13,7 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 import hrnet_fast
@@ -196,6 +197,30 @@ def test_grad_autocast_and_new_shapes_take_the_general_path():
         assert torch.allclose(got.float(), want.float(), rtol=0.1, atol=0.1 * float(want.abs().max()))
         x64 = torch.randn(X, dtype=torch.float64)
         assert torch.allclose(fused.double()(x64), ref.double()(x64), atol=1e-10)
+
+
+def test_function_modes_and_tensor_subclasses_take_the_rows_in_python(monkeypatch):
+    # both would see the Python rows' calls and not the C++ ones
+    class Sub(torch.Tensor):
+        pass
+
+    class Seen(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    ref, fused = make()
+    with torch.no_grad():
+        x = torch.randn(X)
+        fused(x)
+        runs = RowsRuns(monkeypatch)
+        with Seen():
+            assert close(fused(x), ref(x))
+        assert runs.count == len(exchanges(fused))
+        got = fused(x.as_subclass(Sub))
+        assert type(got) is Sub and close(got.as_subclass(torch.Tensor), ref(x))
+        assert runs.count == 2 * len(exchanges(fused))
+        fused(x)
+        assert runs.count == 2 * len(exchanges(fused))
 
 
 def test_backend_change_drops_the_plan():
