@@ -13,8 +13,9 @@ inside are ordinary dispatcher calls: profilers and dispatch modes see the
 same convolutions and exchange ops as from Python.
 
 The plan holds the folded weights and checks, in C, everything it was
-built for: grad, inference, autocast and trace modes; the inputs' shapes,
-dtype, device and NCHW contiguity; every tensor a fold was made from
+built for: grad, inference, autocast and trace modes, no torch-function
+mode; the inputs (plain Tensors: a subclass's __torch_function__ must see
+the calls) and their shapes, dtype, device and NCHW contiguity; every tensor a fold was made from
 (version counter and storage); every BN in eval; no hooks on the layers it
 stands for, on the calling module or global ones (counted through
 RemovableHandle, so the hook dicts are read only after a registration).
@@ -26,7 +27,7 @@ Example:
     >>> m = hrnet_fast.models.create("w18_small_v1", "pose").eval()
     >>> _ = hrnet_fast.convert(m, backend="cpu")
     >>> with torch.no_grad():
-    ...     _ = m(torch.randn(1, 3, 64, 48)); _ = m(torch.randn(1, 3, 64, 48))
+    ...     _ = m(torch.randn(1, 3, 64, 64)); _ = m(torch.randn(1, 3, 64, 64))
     >>> fx = hrnet_fast.fused_modules(m)[0].fused_exchange
     >>> fx.native_rows is not None or not hrnet_fast.backends()["cpu"]
     True
@@ -43,6 +44,7 @@ from .inference_rows import InferenceRows
 
 # Opcodes of csrc/rows_plan.cpp.
 CONV, CONV1X1, SPLIT, RELU, EXCHANGE = range(5)
+
 
 class NativeRows:
     """A compiled RowsPlan (see the module doc). Calling it runs the rows

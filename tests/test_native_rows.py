@@ -286,3 +286,11 @@ def test_bad_inputs_return_none_and_a_bad_program_is_refused():
     for program in (bad_register, bad_constant, truncated, [99]):
         with pytest.raises(RuntimeError, match="RowsPlan"):
             rows_plan([w], program, 2, like, *args)
+
+
+def test_doctests():
+    import doctest
+
+    import hrnet_fast.native_rows as module
+    result = doctest.testmod(module, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
