@@ -65,7 +65,6 @@ torch.nn.modules.module.register_module_parameter_registration_hook(_registered)
 torch.nn.modules.module.register_module_buffer_registration_hook(_registered)
 
 _is_compiling = torch.compiler.is_compiling
-_module_call = nn.Module.__call__
 _GLOBAL_HOOK_DICTS = tuple(getattr(torch.nn.modules.module, name) for name in (
     "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
 
@@ -217,7 +216,9 @@ class FusedExchange(nn.Module):
                 outs = run_rows(state, args[0])
                 if outs is not None:
                     return outs
-        return _module_call(self, *args, **kwargs)
+        # Looked up now, not bound at import: torch.fx's tracer patches
+        # nn.Module.__call__ while it traces.
+        return super().__call__(*args, **kwargs)
 
     def forward(self, xs: List[Tensor]) -> List[Tensor]:
         compiling = _is_compiling()
