@@ -98,8 +98,8 @@ class RowsPlan {
         mode_(std::move(mode)),
         align_corners_(align_corners),
         relu_(relu) {
-    TORCH_CHECK(!like.empty() && registers_ >= static_cast<int64_t>(like.size()),
-                "RowsPlan: needs the inputs it is built for and a register for each");
+    TORCH_CHECK(!like.empty() && registers_ >= static_cast<int64_t>(like.size()) && registers_ <= (1 << 20),
+                "RowsPlan: needs the inputs it is built for, a register for each, and a sane register count");
     TORCH_CHECK(sources_.size() == versions_.size() && placed_.size() == places_.size(),
                 "RowsPlan: one version per source tensor and one address per placed tensor");
     // Metadata only: the plan keeps no reference to the inputs themselves.

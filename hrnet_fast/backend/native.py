@@ -49,7 +49,8 @@ def _bind_op(backend: Backend, call: ExchangeCall) -> BoundCall:
 # csrc/rows_plan.cpp, for hrnet_fast.native_rows:
 #   rows_plan(constants, program, registers, like, sources, versions, placed,
 #             places, mode, align_corners, relu) -> plan
-#   run_rows(plan, xs) -> the rows' outputs, or None when the plan does not fit
+#   run_rows((plan, BN modules, hook dicts, RemovableHandle), xs)
+#     -> the rows' outputs, or None when the plan does not fit
 rows_plan = _C.rows_plan if _C is not None else None
 run_rows = _C.run_rows if _C is not None else None
 
