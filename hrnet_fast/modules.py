@@ -109,9 +109,7 @@ class FusedExchange(nn.Module):
         self.align_corners = bool(align) and mode == "bilinear"
         self.__dict__["shared_sources"] = shared_sources(rows)
         self.__dict__["_inference"] = None  # (signature, InferenceRows) of the last eval call
-        # The last eval call's rows as one C++ call (NativeRows or None),
-        # its run_rows state, and the rows it was compiled from.
-        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
+        self._forget_one_call(self.__dict__)
         self.__dict__["_structure"] = self._structure_now()
         self._generation = _GENERATION[0]
 
@@ -129,6 +127,14 @@ class FusedExchange(nn.Module):
         else:
             self._generation = _GENERATION[0]
 
+    @staticmethod
+    def _forget_one_call(attrs: dict) -> None:
+        """Drops the one-call form of the eval rows from `attrs` (the
+        module's __dict__ or its pickled state): the NativeRows, its
+        run_rows state (kept apart so that a call reads one attribute), and
+        the rows it was compiled from."""
+        attrs["_native_rows"] = attrs["_one_call"] = attrs["_one_call_rows"] = None
+
     @property
     def backend(self) -> str:
         """The `backend=` of its exchange calls; setting it drops the
@@ -139,7 +145,7 @@ class FusedExchange(nn.Module):
     def backend(self, name: str) -> None:
         self.__dict__["_backend"] = name
         self.__dict__["_inference"] = None
-        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
+        self._forget_one_call(self.__dict__)
 
     @property
     def one_call_eval(self) -> bool:
@@ -151,7 +157,7 @@ class FusedExchange(nn.Module):
     @one_call_eval.setter
     def one_call_eval(self, enabled: bool) -> None:
         self.__dict__["_one_call_eval"] = bool(enabled)
-        self.__dict__["_native_rows"] = self.__dict__["_one_call"] = self.__dict__["_one_call_rows"] = None
+        self._forget_one_call(self.__dict__)
 
     @property
     def native_rows(self) -> Optional[NativeRows]:
@@ -179,7 +185,7 @@ class FusedExchange(nn.Module):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["folds"] = FoldCache()
         state["_inference"] = None
-        state["_native_rows"] = state["_one_call"] = state["_one_call_rows"] = None
+        self._forget_one_call(state)
         return state
 
     # -- host forward -----------------------------------------------------

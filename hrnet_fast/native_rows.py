@@ -47,20 +47,15 @@ CONV, CONV1X1, SPLIT, RELU, EXCHANGE = range(5)
 
 
 class NativeRows:
-    """A compiled RowsPlan (see the module doc). Calling it runs the rows
-    or returns None. `state` -- (plan, BN modules, hook dicts,
-    RemovableHandle) -- is what `run_rows(state, xs)` takes, which is all a
-    call is (FusedExchange.__call__ makes it without this wrapper); the
-    Python objects travel with each call rather than inside the plan, so
-    the garbage collector sees every reference."""
+    """A compiled RowsPlan (see the module doc). `state` -- (plan, BN
+    modules, hook dicts, RemovableHandle) -- is what `run_rows(state, xs)`
+    takes, which is all a call is: the rows' outputs, or None when the
+    general path must run. The Python objects travel with each call rather
+    than inside the plan, so the garbage collector sees every reference."""
     __slots__ = ("state",)
 
     def __init__(self, plan, bns: Sequence[object], hook_dicts: Sequence[dict]):
         self.state = (plan, tuple(bns), tuple(hook_dicts), RemovableHandle)
-
-    def __call__(self, xs: List[Tensor]) -> Optional[List[Tensor]]:
-        """The rows' outputs, or None when the general path must run."""
-        return run_rows(self.state, xs)
 
 
 def _geometry(stride, padding, dilation, groups) -> Optional[List[int]]:

@@ -63,6 +63,9 @@ class RowsRuns:
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """float32 against the unconverted model: folding each BN into its conv
+    and summing in another order move the last few bits of every term, so
+    1e-4 of the output's scale; float64 cases use their own tolerance."""
     return torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
