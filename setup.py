@@ -47,7 +47,8 @@ def _sources(pattern: str) -> list:
 
 def extension():
     with_cuda = _want_cuda()
-    sources = _sources("csrc/*.cpp") + _sources("csrc/autograd/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = (_sources("csrc/*.cpp") + _sources("csrc/autograd/*.cpp") + _sources("csrc/cpu/*.cpp")
+               + _sources("csrc/plan/*.cpp"))
     define_macros = [
         ("HRNET_FAST_TORCH_VERSION", f'"{torch.__version__}"'),
         ("HRNET_FAST_CUDA_ARCHS", f'"{";".join(_arch_list()) if with_cuda else ""}"'),

@@ -166,6 +166,6 @@ def affine_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def landed_size(a: Tensor) -> Tuple[int, int]:
-    """Where a stride-2, padding-1 3x3 conv of `a` lands."""
-    return (a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1
+def landed_size(shape: Sequence[int]) -> Tuple[int, int]:
+    """Where a stride-2, padding-1 3x3 conv of an input of `shape` lands."""
+    return (shape[-2] - 1) // 2 + 1, (shape[-1] - 1) // 2 + 1

@@ -91,12 +91,13 @@ def exchange(
 
 
 def bind_exchange(inputs: Sequence[Tensor], convs: Sequence[ConvTerm], size: Tuple[int, int], mode: str,
-                  align_corners: bool, relu: bool, backend: str) -> BoundCall:
-    """A runner `(inputs, convs) -> Tensor` for later affine-free calls like
-    this one (same structure, mode and size; tensors of the same shapes,
-    dtype, device and layout), bound to the backend this call gets: what a
-    converted module's inference plan keeps per row (Backend.bind). Not for
-    traces or compiled code, which must record `exchange` itself."""
-    call = make_call(inputs, None, None, convs, size, mode, align_corners, relu)
+                  align_corners: bool, relu: bool, backend: str,
+                  shifts: Optional[Sequence[Optional[Tensor]]] = None) -> BoundCall:
+    """A runner `(inputs, convs) -> Tensor` for later scale-free calls like
+    this one (same structure, shifts, mode and size; tensors of the same
+    shapes, dtype, device and layout), bound to the backend this call gets:
+    what an eval program keeps per row (Backend.bind). Not for traces or
+    compiled code, which must record `exchange` itself."""
+    call = make_call(inputs, None, shifts, convs, size, mode, align_corners, relu)
     return choose(backend, call).bind(call)
 

@@ -7,15 +7,13 @@ CUDA and CUDA graphs per input shape, built in seconds.
     graph.py       torch.fx trace per module, BN folding, epilogue fusion
     convs.py       one folded conv + epilogue per platform (oneDNN, cuDNN, plain)
     exchange.py    an HRNet module: branches + one fused exchange call per row
-    guard.py       the stale-weights rule
     cudagraphs.py  the bounded, shape-keyed CUDA graph cache
     module.py      OptimizedModule: checks, dtype/layout in and out, graphs
     report.py      what was folded, fused and left
     api.py         optimize()
 """
 from .api import optimize
-from .guard import StaleSourceError
-from .module import OptimizedModule
+from .module import OptimizedModule, StaleSourceError
 from .report import Report
 
 __all__ = ["optimize", "OptimizedModule", "Report", "StaleSourceError"]

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .copying import private_copy
 from .graph import Builder
-from .guard import _GENERATION, SourceGuard
+from ..plan.guard import ModelGuard, generation
 from .module import OptimizedModule
 from .report import Report
 from .settings import Settings, resolve
@@ -72,7 +72,7 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
         - the source model must not change afterwards: a parameter or
           buffer changed in place, a training-mode forward, a move or cast,
           or a replaced tensor raises `StaleSourceError` at the next call
-          (hrnet_fast.optimize.guard). Edits through `.data` bypass PyTorch's
+          (hrnet_fast.plan.guard.ModelGuard). Edits through `.data` bypass PyTorch's
           version counters and are not seen. Optimize again after any
           change.
         - on CUDA, further input shapes beyond the graph cache's bound
@@ -93,7 +93,7 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     """
     start = time.perf_counter()
     settings = resolve(model, example_input, dtype, channels_last, cuda_graph, backend)
-    guard = SourceGuard(model)
+    guard = ModelGuard(model)
     report = Report(platform=settings.platform.value, device=str(settings.device), dtype=str(settings.dtype),
                     channels_last=settings.channels_last, cuda_graph=settings.cuda_graph)
     body = Builder(settings, report).build(private_copy(model))
@@ -106,7 +106,7 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
         report.cuda_graph = False
     # Building registered modules (global registration hooks fired); the
     # source itself is unchanged.
-    guard.generation = _GENERATION[0]
+    guard.generation = generation()
     if example_input is not None:
         optimized(example_input)
     report.setup_s = time.perf_counter() - start
