@@ -23,7 +23,7 @@ from hrnet_fast.models import HighResolutionModule
 from hrnet_fast.optimize import OptimizedModule, StaleSourceError
 from hrnet_fast.optimize.convs import Epilogue, FusedConv
 from hrnet_fast.plan.program import Exchange
-from layouts import MMSegHRModule, OfficialSegModule, seg_src
+from layouts import MMBackbone, MMBasicBlock, OfficialSegModule, seg_src
 from test_convert_common import randomize_bn
 
 timm = pytest.importorskip("timm")
@@ -178,101 +178,6 @@ def test_official_seg_layout(align, monkeypatch):
     assert fast.report.exchange_modules == 3 and fast.report.bns_left == 0 and fast.report.opaque_terms == 0
     hr = [mod for mod in fast.modules() if type(mod).__name__ == "OptimizedHRModule"]
     assert {(h.mode, h.align_corners) for h in hr} == {("bilinear", align)}
-
-
-# mmcv / mmseg style: BasicBlock with norm1/norm2 properties over bn1/bn2,
-# with_cp; an HRModule whose coarse fuse layers end in an Upsample module
-# and whose forward resizes again to the finer branch's size (two
-# resamplings at odd sizes).
-
-class MMNorms:
-    """mmcv's way to name norm layers: norm1 / norm2 properties over bn1 / bn2."""
-
-    @property
-    def norm1(self):
-        return getattr(self, self.norm1_name)
-
-    @property
-    def norm2(self):
-        return getattr(self, self.norm2_name)
-
-
-class MMBasicBlock(MMNorms, nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.norm1_name, self.norm2_name = "bn1", "bn2"
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.add_module(self.norm1_name, nn.BatchNorm2d(planes))
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.add_module(self.norm2_name, nn.BatchNorm2d(planes))
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.with_cp = False
-
-    def forward(self, x):
-        def _inner_forward(x):
-            identity = x
-            out = self.conv1(x)
-            out = self.norm1(out)
-            out = self.relu(out)
-            out = self.conv2(out)
-            out = self.norm2(out)
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out += identity
-            return out
-
-        if self.with_cp and x.requires_grad:
-            out = torch.utils.checkpoint.checkpoint(_inner_forward, x)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
-
-
-def _mm_module(channels):
-    """mmseg's HRModule with two of its BasicBlocks per branch."""
-    return MMSegHRModule(channels, nn.ModuleList(nn.Sequential(MMBasicBlock(c, c), MMBasicBlock(c, c))
-                                                 for c in channels))
-
-
-class MMBackbone(MMNorms, nn.Module):
-    """mmseg's HRNet backbone shape: norm1/norm2 properties on the stem,
-    transitions, stages of HRModules, returns the branch list."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm1_name, self.norm2_name = "bn1", "bn2"
-        self.conv1 = nn.Conv2d(3, 16, 3, 2, 1, bias=False)
-        self.add_module("bn1", nn.BatchNorm2d(16))
-        self.conv2 = nn.Conv2d(16, 16, 3, 2, 1, bias=False)
-        self.add_module("bn2", nn.BatchNorm2d(16))
-        self.relu = nn.ReLU(inplace=True)
-        down = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32))
-        self.layer1 = nn.Sequential(MMBasicBlock(16, 32, downsample=down))
-        self.transition1 = nn.ModuleList([nn.Sequential(nn.Conv2d(32, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
-                                                        nn.ReLU(inplace=True)),
-                                          nn.Sequential(nn.Sequential(nn.Conv2d(32, 16, 3, 2, 1, bias=False),
-                                                                      nn.BatchNorm2d(16), nn.ReLU(inplace=True)))])
-        self.stage2 = nn.Sequential(_mm_module([8, 16]))
-        self.transition2 = nn.ModuleList([None, None, nn.Sequential(nn.Sequential(
-            nn.Conv2d(16, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True)))])
-        self.stage3 = nn.Sequential(_mm_module([8, 16, 24]))
-
-    def forward(self, x):
-        x = self.relu(self.norm1(self.conv1(x)))
-        x = self.relu(self.norm2(self.conv2(x)))
-        x = self.layer1(x)
-        x_list = [self.transition1[i](x) for i in range(2)]
-        y_list = self.stage2(x_list)
-        x_list = []
-        for i in range(3):
-            if self.transition2[i] is not None:
-                x_list.append(self.transition2[i](y_list[-1]))
-            else:
-                x_list.append(y_list[i])
-        return self.stage3(x_list)
 
 
 def test_mm_style_backbone_odd_sizes():

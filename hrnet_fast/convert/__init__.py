@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..backend import check_name
 from ..contract import MODES
+from ..memory import MEMORY, install as install_memory, unwrapped
 from .layouts import is_hr_module, run_branches, writes_branches_back
 from .module import FusedExchange
 
@@ -47,11 +48,10 @@ class HostForward:
 
 
 def _is_converted(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "fused_exchange", None), FusedExchange) and \
-        isinstance(m.__dict__.get("forward"), HostForward)
+    return isinstance(getattr(m, "fused_exchange", None), FusedExchange) and isinstance(unwrapped(m), HostForward)
 
 
-def _check_arguments(model, backend: str, mode: Optional[str], align_corners) -> None:
+def _check_arguments(model, backend: str, mode: Optional[str], align_corners, memory) -> None:
     """Bad arguments fail here, not at the first forward."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"hrnet_fast.convert: expected an nn.Module, got {type(model).__name__}")
@@ -60,10 +60,12 @@ def _check_arguments(model, backend: str, mode: Optional[str], align_corners) ->
         raise ValueError(f"hrnet_fast.convert: mode must be one of {MODES}, got {mode!r}")
     if align_corners is not None and not isinstance(align_corners, bool):
         raise TypeError(f"hrnet_fast.convert: align_corners must be None or a bool, got {align_corners!r}")
+    if memory not in MEMORY:
+        raise ValueError(f"hrnet_fast.convert: memory must be one of {MEMORY}, got {memory!r}")
 
 
 def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optional[bool] = None,
-            backend: str = "auto") -> nn.Module:
+            backend: str = "auto", memory: Optional[str] = None) -> nn.Module:
     """Convert every multi-branch HRNet module of `model` in place to run its
     exchange through `hrnet_fast.exchange`; returns `model`.
 
@@ -77,6 +79,11 @@ def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optiona
             whose own modules do not say it (hrnet_fast.convert.layouts).
         backend: the exchange backend ("auto", "reference", "cpu", "cuda",
             "triton"); a named backend must be able to run on this machine.
+        memory: what training keeps for backward (hrnet_fast.memory): None
+            (as eager), "lean" (BatchNorm, ReLU, add and exchange outputs
+            recomputed from the convolution outputs), "checkpoint" (lean,
+            and each HRNet module, layer1 and transition recomputed from its
+            inputs); the same gradients and running statistics either way.
 
     Raises:
         TypeError: `model` is not a module.
@@ -90,7 +97,7 @@ def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optiona
         >>> len(hrnet_fast.fused_modules(m))
         3
     """
-    _check_arguments(model, backend, mode, align_corners)
+    _check_arguments(model, backend, mode, align_corners, memory)
     hosts = []
     for name, m in list(model.named_modules()):
         if not is_hr_module(m):
@@ -105,6 +112,7 @@ def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optiona
     if not hosts:
         raise ValueError(f"hrnet_fast.convert: {type(model).__name__} contains no HRNet module (a module with "
                          f"branches, num_branches > 1 and fuse_layers); nothing to convert")
+    install_memory(model, hosts, memory)
     return model
 
 
