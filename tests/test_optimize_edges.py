@@ -4,6 +4,8 @@ channel count is named before anything is built, and a model in training
 mode is refused."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -141,3 +143,94 @@ def test_cudnn_fused_call_only_where_it_keeps_nan(keeps_nan, monkeypatch):
         want, got = model(x), fast(x)
     assert (calls["fused"] > 0) is keeps_nan
     assert_same_non_finite(got, want)
+
+
+# -- the example input (issue 24.7) ---------------------------------------------
+
+def test_wrong_channel_count_is_named_before_building(monkeypatch):
+    """An example with 4 channels for an RGB model: optimize names both
+    counts and the convolution (oneDNN said "could not create a primitive
+    descriptor"), before any convolution is built."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("hrnet_w18_small", pretrained=False).eval()
+    built = []
+    monkeypatch.setattr(convs.FusedConv, "__init__", lambda self, *a, **k: built.append(1))
+    with pytest.raises(ValueError, match=r"example_input has 4 channels .*first convolution, conv1 .*takes 3"):
+        hrnet_fast.optimize(model, torch.randn(1, 4, 64, 64))
+    assert not built
+    with pytest.raises(RuntimeError, match="to have 3 channels, but got 4"):  # eager names them too
+        model(torch.randn(1, 4, 64, 64))
+
+
+class Grey(nn.Module):
+    """A grey input normalised, then repeated to the RGB its stem takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(8, 2, 1)  # registered first, runs last
+        self.norm = nn.BatchNorm2d(1)
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(self.norm(x).repeat(1, 3, 1, 1))))
+
+
+def test_channels_are_counted_where_the_first_convolution_sees_them():
+    """What the model does to its input before its first convolution counts:
+    a grey input repeated to RGB is right (the first registered conv, the
+    head, takes 8), an input that reaches the stem with 6 channels is not."""
+    torch.manual_seed(0)
+    model = randomize_bn(Grey()).eval()
+    x = torch.randn(2, 1, 9, 9)
+    fast = hrnet_fast.optimize(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+    model.norm = nn.Identity()
+    with pytest.raises(ValueError, match=r"reaches it with 6 channels .*first convolution, stem .*takes 3"):
+        hrnet_fast.optimize(model, torch.randn(2, 2, 9, 9))
+
+
+def test_the_check_leaves_a_training_source_as_it_was():
+    """The check runs the source up to its first convolution in eval mode:
+    a BatchNorm before it updates no statistics, and every module keeps
+    its mode."""
+    torch.manual_seed(0)
+    model = randomize_bn(Grey()).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="training mode"):
+        hrnet_fast.optimize(model, torch.randn(2, 1, 9, 9))
+    assert all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_example_check_doctest():
+    import doctest
+    from hrnet_fast.optimize import example
+
+    assert doctest.testmod(example).failed == 0
+
+
+# -- a model in training mode (issue 25.4) ----------------------------------------
+
+def test_training_model_is_evaluated_and_said_so():
+    """optimize of a model in training mode computes model.eval()'s function
+    (BatchNorm running statistics, no dropout), says so in a warning and in
+    its report, and leaves the source in training mode."""
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(Block(), nn.Dropout(0.5)))
+    assert model.training
+    x = torch.randn(2, 3, 9, 7)
+    with pytest.warns(UserWarning, match=r"training mode .*model.eval\(\)"):
+        fast = hrnet_fast.optimize(model, x)
+    assert fast.report.source_training and "source in training mode" in str(fast.report)
+    assert model.training and all(m.training for m in model.modules())
+    with torch.no_grad():
+        got = fast(x)
+        model.eval()
+        want = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = hrnet_fast.optimize(model, x)  # in eval mode: no word
+    assert not quiet.report.source_training
