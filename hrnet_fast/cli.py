@@ -236,6 +236,9 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
     quiet_toolkit_notice()
+    if args.plot is not None and not plotting.have_matplotlib():  # said now, not after the run
+        print(f"hrnet-fast bench: matplotlib is not installed; no plot will be written to {args.plot}",
+              file=sys.stderr)
 
     def _stop(signum, frame):
         raise Interrupted(f"signal {signum}")
@@ -264,13 +267,9 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(f"wrote {args.json}")
-    if args.plot:
-        if plotting.have_matplotlib():
-            plotting.plot(reports, args.plot)
-            print(f"wrote {args.plot}")
-        else:
-            print(f"hrnet-fast bench: matplotlib is not installed; no plot written to {args.plot}",
-                  file=sys.stderr)
+    if args.plot and plotting.have_matplotlib():
+        plotting.plot(reports, args.plot)
+        print(f"wrote {args.plot}")
     if any(r.get("interrupted") for r in reports):
         print("hrnet-fast bench: error: stopped early by SIGTERM (time limit); the figures above come from "
               "fewer rounds than asked", file=sys.stderr)
