@@ -22,10 +22,10 @@ that computes the whole expression for the chosen `Platform`:
 NaN: a library's fused ReLU may map NaN to 0, and a NaN that eager carries
 to the output would then vanish into a finite answer. oneDNN's JIT kernels
 do (their ReLU is the x86 max, which returns its second operand when one is
-NaN; its reference kernels do not, so no one probe can speak for all of
-them): on the mkldnn platform the library call takes the bias and the
-residual add, and the ReLU runs after it as torch's relu_, in place (NaN
-stays NaN). PyTorch asks cuDNN not to propagate NaN: the fused cuDNN call
+NaN; which kernel oneDNN picks depends on the shape and the CPU, so no one
+probe can speak for all of them): on the mkldnn platform the library call
+takes the bias and the residual add, and the ReLU runs after it as torch's
+relu_, in place (NaN stays NaN). PyTorch asks cuDNN not to propagate NaN: the fused cuDNN call
 is used only where a probe with a NaN input shows that it does
 (`cudnn_relu_keeps_nan`). `library_relu = True` on an instance puts the
 ReLU into the library call anyway, to measure what keeping NaN costs
