@@ -7,9 +7,10 @@ Every backend computes the same thing (see hrnet_fast.reference):
 
 A call is put in normal form (contract.make_call: structure only), handed
 to the backend `backend.choose` picks, and enters that backend's op once;
-the op checks the values (csrc/checks.cpp). Traces (torch.jit.trace) and
-ONNX exports record the definition instead: standard operators that every
-runtime has.
+the op checks the values (csrc/checks.cpp). Traces (torch.jit.trace),
+ONNX exports and torch.export record the definition instead: standard
+operators that every runtime has, so the recorded program loads and runs
+where hrnet_fast is not installed.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .contract import ConvTerm, make_call
 _is_tracing = torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
 _is_onnx_export = torch.onnx.is_in_onnx_export
+_is_exporting = torch.compiler.is_exporting
 
 
 def backends() -> Dict[str, bool]:
@@ -83,9 +85,11 @@ def exchange(
         True
     """
     call = make_call(inputs, scales, shifts, convs, size, mode, align_corners, relu)
-    # The legacy ONNX exporter traces; the dynamo one compiles (checked
-    # first: is_in_onnx_export costs two imports per call).
-    if _is_tracing() or (_is_compiling() and _is_onnx_export()):
+    # The legacy ONNX exporter traces; the dynamo one and torch.export
+    # compile (checked first: is_in_onnx_export costs two imports per
+    # call). Unchecked: the value check is a custom op too, and would stay
+    # in the exported program; the standard ops raise on bad shapes.
+    if _is_tracing() or (_is_compiling() and (_is_exporting() or _is_onnx_export())):
         return run_reference(call)
     return choose(backend, call).run(call)
 

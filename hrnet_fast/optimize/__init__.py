@@ -3,6 +3,7 @@ fused convolution epilogues, the fused exchange, channels_last / bf16 on
 CUDA and CUDA graphs per input shape, built in seconds.
 
     settings.py    the decisions: device, dtype, layout, graphs, platform
+    example.py     the example input against the model's first convolution
     copying.py     the private copy whose tensors alias the source's
     graph.py       torch.fx trace per module, BN folding, epilogue fusion
     convs.py       one folded conv + epilogue per platform (oneDNN, cuDNN, plain)

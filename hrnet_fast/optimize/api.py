@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional
 
 import torch
@@ -64,7 +65,13 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     Returns:
         An `OptimizedModule`; its `report` counts what was folded and fused.
 
-    Rules (each a clear error):
+    Rules (each a clear error, but the first):
+        - it computes what `model.eval()` computes: a model in training mode
+          is evaluated all the same, with a warning and
+          `report.source_training` saying so;
+        - the example input's channel count must be what the model's first
+          convolution takes (ValueError naming both, before anything is
+          built);
         - inference only: `.train()`, a call with an input that requires
           grad under grad mode, `.to()` raise (use `hrnet_fast.convert` to
           train);
@@ -96,6 +103,17 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     guard = ModelGuard(model)
     report = Report(platform=settings.platform.value, device=str(settings.device), dtype=str(settings.dtype),
                     channels_last=settings.channels_last, cuda_graph=settings.cuda_graph)
+    training = [name or "the model" for name, m in model.named_modules() if m.training]
+    if training:
+        # The copy is evaluated (copying.private_copy puts it in eval mode):
+        # said here and in the report, as a model in training mode is
+        # usually one the caller forgot to put in eval mode.
+        report.source_training = True
+        warnings.warn(f"hrnet_fast.optimize: the model is in training mode ({training[0]}"
+                      + (f" and {len(training) - 1} more modules" if len(training) > 1 else "")
+                      + "); the optimized module computes what model.eval() computes (running BatchNorm "
+                        "statistics, no dropout). Call model.eval() first to say so; to train, use "
+                        "hrnet_fast.convert(model)", UserWarning, stacklevel=2)
     body = Builder(settings, report).build(private_copy(model))
     _move_rest(body, settings)
     optimized = OptimizedModule(body, settings, guard, report)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..backend import BACKENDS, NAMES, BackendUnavailable
 from .convs import Platform
+from .example import check_example_channels
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -120,6 +121,8 @@ def resolve(model: nn.Module, example_input: Optional[Tensor], dtype: Optional[t
     elif cuda_graph and device.type != "cuda":
         raise ValueError(f"hrnet_fast.optimize: cuda_graph=True needs a model on a CUDA device, not {device}")
     rank = example_input.dim() if example_input is not None else 4
+    if example_input is not None:
+        check_example_channels(model, example_input)
     return Settings(device=device, dtype=dtype, input_dtype=input_dtype, input_rank=rank,
                     channels_last=bool(channels_last), cuda_graph=bool(cuda_graph), platform=platform,
                     backend=backend)
