@@ -426,3 +426,32 @@ def test_doctests():
         module = importlib.import_module(f"hrnet_fast.plan.{name}")
         result = doctest.testmod(module, verbose=False)
         assert result.attempted > 0 and result.failed == 0, name
+
+
+@pytest.mark.parametrize("path", ["python", "native", "optimize"])
+def test_nan_reaches_the_outputs_as_in_eager(path):
+    # A fused ReLU may map NaN to 0 (oneDNN's does): every engine the program
+    # runs keeps NaN where the unconverted module's outputs have it.
+    from hrnet_fast.optimize.graph import Builder
+    from hrnet_fast.optimize.report import Report
+    from hrnet_fast.optimize.settings import resolve
+    from layouts import CHANNELS, LAYOUTS, SIZES
+
+    torch.manual_seed(0)
+    ref = LAYOUTS["mmpose"](CHANNELS).eval()
+    randomize_batchnorm(ref)
+    if path == "optimize":
+        run = Builder(resolve(ref, None, None, None, None, "auto"), Report("", "", "", False, False)).build(
+            copy.deepcopy(ref))
+        fmt = torch.channels_last
+    else:
+        run = hrnet_fast.convert(copy.deepcopy(ref))
+        hrnet_fast.fused_modules(run)[0].fused_exchange.one_call_eval = path == "native"
+        fmt = torch.contiguous_format
+    for _ in range(2):
+        xs = [torch.randn(1, c, h, w).to(memory_format=fmt) for c, (h, w) in zip(CHANNELS, SIZES["mmpose"])]
+        xs[0][0, :, 1, 1] = float("nan")
+        with torch.no_grad():
+            want, got = ref([x.clone() for x in xs]), run([x.clone() for x in xs])
+        for w, g in zip(want, got):
+            assert w.isnan().any() and torch.equal(g.isnan(), w.isnan())

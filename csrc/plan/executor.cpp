@@ -87,24 +87,23 @@ at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& weight, const std::opt
   return at::conv2d(x, weight, bias);
 }
 
-// oneDNN's convolution with a unary post-op (mkldnn::_convolution_pointwise,
-// which ATen registers without a C++ header).
+// oneDNN's convolution (mkldnn::_convolution_pointwise, which ATen registers
+// without a C++ header) with no post-op: its fused ReLU maps NaN to 0, so the
+// ReLU runs after it (hrnet_fast/plan/engines.py).
 at::Tensor mkldnn_conv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                       bool relu) {
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mkldnn::_convolution_pointwise", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                                          at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t, std::string_view,
                                          c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>)>();
-  return op.call(x, weight, bias, padding, stride, dilation, groups, relu ? "relu" : "none",
-                 c10::List<std::optional<at::Scalar>>(), std::string_view(""));
+  return op.call(x, weight, bias, padding, stride, dilation, groups, "none", c10::List<std::optional<at::Scalar>>(),
+                 std::string_view(""));
 }
 
 at::Tensor run_conv(int64_t engine, const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                     at::IntArrayRef dilation, int64_t groups, bool relu) {
-  if (engine == kMkldnn) return mkldnn_conv(x, weight, bias, stride, padding, dilation, groups, relu);
   if (engine == kCudnn && relu && bias.has_value()) {
     try {
       return at::cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
@@ -112,8 +111,9 @@ at::Tensor run_conv(int64_t engine, const at::Tensor& x, const at::Tensor& weigh
       // No fused cuDNN engine for this call: the plain form below.
     }
   }
-  at::Tensor y = engine == kGemm ? conv1x1(x, weight, bias)
-                                 : at::conv2d(x, weight, bias, stride, padding, dilation, groups);
+  at::Tensor y = engine == kMkldnn ? mkldnn_conv(x, weight, bias, stride, padding, dilation, groups)
+                 : engine == kGemm ? conv1x1(x, weight, bias)
+                                   : at::conv2d(x, weight, bias, stride, padding, dilation, groups);
   return relu ? y.relu_() : y;
 }
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.modules import module as _module
 
-from ..layers import has_hooks
+from ..convert.layers import has_hooks
 
 
 class _Reached(Exception):

@@ -5,9 +5,9 @@ with optimize's options:
 - every fuse layer folded ahead of time, cast to the compute dtype and
   device (the layers that cannot fold, and layers with hooks, run as the
   Builder builds them);
-- the convolutions by the platform's engine: oneDNN with the ReLU as a
-  post-op and weights prepacked per input shape on the CPU, cuDNN's fused
-  conv + bias + ReLU on CUDA;
+- the convolutions by the platform's engine: oneDNN with weights prepacked
+  per input shape on the CPU, cuDNN's fused conv + bias + ReLU on CUDA
+  where its ReLU keeps NaN (plan.engines);
 - with oneDNN a folded conv carries its bias (added in the same pass);
   elsewhere the bias goes to the op as the input's shift, which the op
   applies while it reads the input (cuDNN's plain convolution would add it
@@ -39,7 +39,7 @@ from ..plan.engines import prepack
 from ..plan.executor import PythonExecutor
 from ..plan.native import run as run_native
 from ..plan.program import Conv, Program
-from .convs import Platform, recording
+from .convs import Platform, cudnn_relu_keeps_nan, recording
 from .foldable import foldable_bn_reason
 
 _ENGINES = {Platform.MKLDNN: "mkldnn", Platform.CUDNN: "cudnn", Platform.PLAIN: "aten"}
@@ -116,6 +116,8 @@ class OptimizedHRModule(nn.Module):
         s = self.settings
         folds = self._folds
         engine = "aten" if plain else _ENGINES[s.platform]
+        if engine == "cudnn" and not cudnn_relu_keeps_nan(s.device, s.dtype):
+            engine = "aten"  # its fused ReLU would turn NaN into 0
         channels_last = all(x.is_contiguous(memory_format=torch.channels_last) for x in xs)
         return Options(self.mode, self.align_corners, s.backend, fold=lambda conv, bn, key, dtype: folds[key],
                        engine=engine, convs_in_kernel=conv_terms_in_kernel(s.backend, s.device.type),

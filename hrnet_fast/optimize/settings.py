@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..backend import BACKENDS, NAMES, BackendUnavailable
+from ..backend import check_name
 from .convs import Platform
 from .example import check_example_channels
 
@@ -79,21 +79,12 @@ def _platform(device: torch.device, dtype: torch.dtype) -> Platform:
     return Platform.PLAIN
 
 
-def _check_backend(backend: str) -> None:
-    if not isinstance(backend, str) or (backend != "auto" and backend not in NAMES):
-        raise ValueError(f"hrnet_fast.optimize: unknown backend {backend!r}; expected one of {('auto',) + NAMES}")
-    if backend != "auto":
-        reason = BACKENDS[backend].unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailable(f"hrnet_fast.optimize: backend {backend!r} is unavailable: {reason}")
-
-
 def resolve(model: nn.Module, example_input: Optional[Tensor], dtype: Optional[torch.dtype],
             channels_last: Optional[bool], cuda_graph: Optional[bool], backend: str) -> Settings:
     """The Settings for these arguments; bad arguments raise here."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"hrnet_fast.optimize: expected an nn.Module, got {type(model).__name__}")
-    _check_backend(backend)
+    check_name("hrnet_fast.optimize", backend)
     if example_input is not None and not isinstance(example_input, Tensor):
         raise TypeError(f"hrnet_fast.optimize: example_input must be a tensor, got {type(example_input).__name__}")
     device, model_dtype = _model_device_dtype(model)

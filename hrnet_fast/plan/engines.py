@@ -4,12 +4,14 @@ The C++ executor (csrc/plan/executor.cpp) makes the same calls.
 
     aten    F.conv2d, then an in-place ReLU on its fresh output
     gemm    a 1x1 convolution as one matrix product (hrnet_fast.pointwise)
-    mkldnn  oneDNN's convolution with the ReLU as a post-op; the weight
-            prepacked for the input shape where the input is channels_last
-            (oneDNN's blocked layout depends on the problem size: a weight
-            packed without it costs tens of times more per call)
-    cudnn   cuDNN's fused convolution + bias + ReLU; the aten form where
-            cuDNN has no fused engine for the call
+    mkldnn  oneDNN's convolution (bias in the call), then an in-place
+            ReLU: oneDNN's fused ReLU maps NaN to 0 (optimize/convs.py); the
+            weight prepacked for the input shape where the input is
+            channels_last (oneDNN's blocked layout depends on the problem
+            size: a weight packed without it costs tens of times more)
+    cudnn   cuDNN's fused convolution + bias + ReLU, chosen only where its
+            ReLU keeps NaN (optimize.convs.cudnn_relu_keeps_nan); the aten
+            form where cuDNN has no fused engine for the call
 
 Example:
     >>> import torch
@@ -41,8 +43,9 @@ def run_conv(engine: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], str
              groups: int, relu: bool = False) -> Tensor:
     """conv2d(x, weight, bias) [then ReLU] by `engine`."""
     if engine == "mkldnn":
-        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, groups,
-                                                        "relu" if relu else "none", [], "")
+        y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, groups, "none", [],
+                                                     "")
+        return y.relu_() if relu else y
     if engine == "cudnn" and relu and bias is not None:
         try:
             return torch.cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups)
