@@ -21,8 +21,8 @@ struct AxisTaps {
   std::vector<T> l0, l1;
 
   AxisTaps() = default;
-  AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
-    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+  AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners, bool nearest_double) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners, nearest_double);
     i0.resize(out), i1.resize(out), l0.resize(out), l1.resize(out);
     for (int64_t p = 0; p < out; ++p) {
       const Tap<T> t = tap(a, p);
@@ -38,8 +38,8 @@ struct AdjointTaps {
   std::vector<int64_t> offset, p;
   std::vector<T> w;
 
-  AdjointTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
-    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+  AdjointTaps(int64_t in, int64_t out, Mode mode, bool align_corners, bool nearest_double) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners, nearest_double);
     offset.reserve(in + 1);
     offset.push_back(0);
     for (int64_t q = 0; q < in; ++q) {

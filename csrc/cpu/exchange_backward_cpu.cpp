@@ -99,8 +99,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   for (int64_t k = 0; k < K; ++k) {
     if (same[k]) continue;
     const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
-    smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
-                       AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
+    // The adjoint of the forward's taps (exchange_cpu.cpp's Source).
+    const bool near64 = nearest_uses_double(x0.scalar_type() == at::kDouble,
+                                            output_format(inputs[k]) == at::MemoryFormat::ChannelsLast, C, H, W);
+    smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners, near64),
+                       AdjointTaps<acc_t>(w, W, mode, align_corners, near64), xs[k].const_data_ptr<scalar_t>(),
                        grads[k].mutable_data_ptr<scalar_t>(), scale_of[k], 0, 0});
     smaller.back().group = cpu::exact_nearest_factor(w, W, mode);
     smaller.back().group_h = cpu::exact_nearest_factor(h, H, mode);

@@ -59,8 +59,11 @@ struct Source {
         scale(scale_row),
         same(h == H && w == W) {
     if (!same) {
-      rows = AxisTaps<acc_t>(h, H, mode, align_corners);
-      cols = AxisTaps<acc_t>(w, W, mode, align_corners);
+      // Nearest picks its sources as F.interpolate does on x's layout.
+      const bool near64 = nearest_uses_double(x.scalar_type() == at::kDouble,
+                                              output_format(x) == at::MemoryFormat::ChannelsLast, x.size(1), H, W);
+      rows = AxisTaps<acc_t>(h, H, mode, align_corners, near64);
+      cols = AxisTaps<acc_t>(w, W, mode, align_corners, near64);
       repeat = cpu::exact_nearest_factor(w, W, mode);
       both_axes = repeat != 0 && cpu::exact_nearest_factor(h, H, mode) == repeat;
     }

@@ -70,10 +70,11 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
     first block starts at 0, the last ends at w). The blocks partition
     [0, w), whatever the sizes."""
     BIL: tl.constexpr = (D & 3) == 3
+    NEAR64: tl.constexpr = (D >> 9) & 1
     CHUNK: tl.constexpr = 1 << ((D >> 5) & 15)
     sw = scale_value(sw, D, F64)
-    _a, before, _b = tap(tl.maximum(ow0 - 1, 0), w, W, sw, BIL, ALIGN, F64)
-    _c, last, _d = tap(tl.minimum(ow0 + BLOCK_W, W) - 1, w, W, sw, BIL, ALIGN, F64)
+    _a, before, _b = tap(tl.maximum(ow0 - 1, 0), w, W, sw, BIL, NEAR64, ALIGN, F64)
+    _c, last, _d = tap(tl.minimum(ow0 + BLOCK_W, W) - 1, w, W, sw, BIL, NEAR64, ALIGN, F64)
     lo = tl.where(ow0 == 0, 0, before + 1)
     hi = tl.where(ow0 + BLOCK_W >= W, w, last + 1)
     q = tl.arange(0, BLOCK_H * CHUNK)
@@ -81,7 +82,7 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
     for iw0 in range(lo, hi, CHUNK):
         iw = iw0 + q % CHUNK
         live = (oh < H) & (iw < hi)
-        begin, end = readers(iw, w, W, sw, BIL, ALIGN, F64)
+        begin, end = readers(iw, w, W, sw, BIL, NEAR64, ALIGN, F64)
         count = tl.where(live, end - begin, 0)
         if F64:
             acc = tl.zeros([BLOCK_H * CHUNK, BLOCK_C], tl.float64)
@@ -90,7 +91,7 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
         for j in range(0, tl.max(count, 0)):
             ow = begin + j
             on = j < count
-            wt = tap_weight(ow, iw, w, W, sw, BIL, ALIGN, F64)
+            wt = tap_weight(ow, iw, w, W, sw, BIL, NEAR64, ALIGN, F64)
             off = pixel_offset(n, oh * W + ow, c, wide(H, I64) * W, C, CL)
             g = _masked_grad(grad_ptr, out_ptr, off, on[:, None] & cmask[None, :], RELU, F64)
             acc += wt.to(acc.dtype)[:, None] * g
@@ -240,6 +241,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
     """One band of BLOCK_H source rows of slot k: G = H-adjoint of T,
     grad_x = scale * G, and the band's sum of G * x."""
     BIL: tl.constexpr = (D & 3) == 3
+    NEAR64: tl.constexpr = (D >> 9) & 1
     sh = scale_value(sh, D, F64)
     XCL: tl.constexpr = (D >> 2) & 1
     HAS_S: tl.constexpr = (D >> 3) & 1
@@ -252,7 +254,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
     cmask = c < C
     q = tl.arange(0, BLOCK_H * BLOCK_W)
     ih = (band % bands) * BLOCK_H + q // BLOCK_W
-    begin, end = readers(ih, h, H, sh, BIL, ALIGN, F64)
+    begin, end = readers(ih, h, H, sh, BIL, NEAR64, ALIGN, F64)
     count = tl.where(ih < h, end - begin, 0)
     steps = tl.max(count, 0)
     # Running tile of G * x, reduced over pixels after the loop.
@@ -273,7 +275,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
         for j in range(0, steps):
             oh = begin + j
             on = (j < count) & pmask
-            wt = tap_weight(oh, ih, h, H, sh, BIL, ALIGN, F64)
+            wt = tap_weight(oh, ih, h, H, sh, BIL, NEAR64, ALIGN, F64)
             t = tl.load(t_ptr + source_offset(n, oh, iw, c, H, w, C, CL), mask=on[:, None] & cmask[None, :],
                         other=0.0)
             g += wt.to(g.dtype)[:, None] * t

@@ -15,6 +15,7 @@ the inputs it has and issues every load before the arithmetic:
     bit  3    a scale is given (absent: identity, nothing loaded)
     bit  4    a shift is given
     bits 5-8  log2 of the backward W pass's column chunk (backward only)
+    bit  9    nearest with the float64 formula (nearest_uses_double)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from torch import Tensor
 UNUSED, DIRECT, NEAREST, BILINEAR = 0, 1, 2, 3
 CL_BIT, SCALE_BIT, SHIFT_BIT = 4, 8, 16
 CHUNK_SHIFT = 5
+NEAR64_BIT = 512
 
 
 def is_cl(t: Tensor) -> bool:
@@ -62,9 +64,20 @@ def kind(x: Tensor, size: Sequence[int], mode: str) -> int:
     return NEAREST if mode == "nearest" else BILINEAR
 
 
-def axis_scale(n_in: int, n_out: int, mode: str, align_corners: bool, f64: bool) -> Union[float, int]:
+def nearest_uses_double(x: Tensor, size: Sequence[int], mode: str) -> bool:
+    """Whether F.interpolate picks x's nearest sources with the float64
+    formula (kernels/interp.h): only ATen's CPU generic kernel does, so only
+    for float64 CPU tensors (the interpreter's) that its vectorised kernels
+    leave to it. On CUDA every dtype takes the float32 formula."""
+    return (mode == "nearest" and x.device.type == "cpu" and x.dtype == torch.float64
+            and not ((is_cl(x) and int(x.shape[1]) > 3) or int(size[0]) + int(size[1]) <= 128))
+
+
+def axis_scale(n_in: int, n_out: int, mode: str, align_corners: bool, f64: bool,
+               near64: bool = False) -> Union[float, int]:
     """One axis's source-per-output scale exactly as ATen computes it:
-    nearest: float(in) / float(out) in float32 (for every dtype); bilinear:
+    nearest: float(in) / float(out) in float32 (for every dtype), or in
+    float64 with `near64` (nearest_uses_double); bilinear:
     area_pixel_compute_scale in the op-math type, float32 ((in - 1) /
     (out - 1), 0 for out == 1, with align_corners; else in / out), or
     float64 for float64 tensors. A float32 value travels as a Python float
@@ -75,7 +88,7 @@ def axis_scale(n_in: int, n_out: int, mode: str, align_corners: bool, f64: bool)
         num, den = n_in - 1, n_out - 1
     else:
         num, den = n_in, n_out
-    if mode == "bilinear" and f64:
+    if (mode == "bilinear" and f64) or (mode == "nearest" and near64):
         value = num / den if den > 0 else 0.0
         return struct.unpack("<q", struct.pack("<d", value))[0]
     return float(np.float32(num) / np.float32(den)) if den > 0 else 0.0
@@ -87,13 +100,16 @@ def scales_of(x: Tensor, size: Sequence[int], mode: str, align_corners: bool, f6
     if kind(x, size, mode) == DIRECT:
         return [None, None]
     align = align_corners and mode == "bilinear"
-    return [axis_scale(x.shape[2], size[0], mode, align, f64), axis_scale(x.shape[3], size[1], mode, align, f64)]
+    near64 = nearest_uses_double(x, size, mode)
+    return [axis_scale(x.shape[2], size[0], mode, align, f64, near64),
+            axis_scale(x.shape[3], size[1], mode, align, f64, near64)]
 
 
 def descriptor(x: Tensor, size: Sequence[int], mode: str, scale: Optional[Tensor], shift: Optional[Tensor],
                chunk_log2: int = 0) -> int:
     return (kind(x, size, mode) | (CL_BIT if is_cl(x) else 0) | (SCALE_BIT if scale is not None else 0)
-            | (SHIFT_BIT if shift is not None else 0) | (chunk_log2 << CHUNK_SHIFT))
+            | (SHIFT_BIT if shift is not None else 0) | (chunk_log2 << CHUNK_SHIFT)
+            | (NEAR64_BIT if kind(x, size, mode) == NEAREST and nearest_uses_double(x, size, mode) else 0))
 
 
 def pattern_key(inputs: Sequence[Tensor], size: Sequence[int], mode: str) -> str:

@@ -5,6 +5,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
+from exchange_cases import nearest_adjoint
 
 
 def _grads(backend, xs, ss, bs, grad, **kw):
@@ -122,3 +123,18 @@ def test_backward_empty_batch():
     y.sum().backward()
     assert xs[0].grad.shape == (0, 4, 6, 5) and xs[1].grad.shape == (0, 4, 3, 3)
     assert torch.equal(s.grad, torch.zeros(4))
+
+
+def test_backward_nearest_float64_follows_the_forward_sources():
+    # 45 -> 129 rows: the CPU's float64 nearest formula (interp.h); the
+    # adjoint must read the sources the forward read (nearest_adjoint: not
+    # autograd through F.interpolate, whose backward differs here).
+    x0 = torch.randn(1, 2, 129, 9, dtype=torch.float64)
+    x1 = torch.randn(1, 2, 45, 4, dtype=torch.float64)
+    grad = torch.randn(1, 2, 129, 9, dtype=torch.float64)
+    a = leaf_copies([x0, x1])
+    y = hrnet_fast.exchange(a, mode="nearest", relu=False, backend="triton")
+    assert torch.equal(y, hrnet_fast.reference([x0, x1], mode="nearest", relu=False))
+    got = torch.autograd.grad(y, a, grad)
+    assert_close_nonzero(got[0], grad, rtol=0, atol=0)
+    assert_close_nonzero(got[1], nearest_adjoint(x1, grad), rtol=1e-12, atol=1e-12)
