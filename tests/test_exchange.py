@@ -223,3 +223,16 @@ def test_nearest_float64_adjoint_follows_the_forward_sources(channels_last):
     g = torch.randn_like(y)
     torch.testing.assert_close(torch.autograd.grad(y, a, g)[0], nearest_adjoint(x, g), rtol=1e-12, atol=1e-12)
 
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("rows", [None, [None]], ids=["no-rows", "none-rows"])
+def test_output_is_never_an_input(backend, rows):
+    # One same-size input, no affine, no ReLU: nothing to compute, and still
+    # a new tensor (an in-place op on the result must not edit the input).
+    x = torch.randn(2, 3, 5, 4)
+    kept = x.clone()
+    y = hrnet_fast.exchange([x], rows, rows, relu=False, backend=backend)
+    assert y is not x and y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    torch.testing.assert_close(y, x, rtol=0, atol=0)
+    y.add_(1.0)
+    assert torch.equal(x, kept)
