@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -95,6 +96,15 @@ inline acc_t load(const scalar_t* p) {
 template <typename acc_t>
 inline acc_t activate(acc_t v, bool relu) {
   return relu && v < acc_t(0) ? acc_t(0) : v;
+}
+
+// Measurement switch for benchmarks/cpu_paths.py: HRNET_FAST_CPU_PATHS is
+// a bitmask of the specialised paths to take (1: the all-same-size NCHW
+// forward, 2: its backward twin, 4: SourceRows, 8: tiled scales and shifts
+// in the channels_last forward); unset, every one of them.
+inline bool cpu_path(int bit) {
+  const char* v = std::getenv("HRNET_FAST_CPU_PATHS");
+  return v == nullptr || (std::atoi(v) & bit) != 0;
 }
 
 // Grain for at::parallel_for: tasks of at least ~32k elements.

@@ -260,7 +260,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         }
       });
     }
-  } else if (smaller.empty() && m >= 1 && m <= 4 && H * W <= cpu::kChunk) {
+  } else if (smaller.empty() && m >= 1 && m <= 4 && H * W <= cpu::kChunk && cpu::cpu_path(2)) {
     // Every input same-size and planes of one chunk (HRNet's coarse output
     // branches, e.g. 8x6): the general loop below with its per-plane work
     // hoisted out. The input count is a compile-time constant for the whole

@@ -133,29 +133,53 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
     // channel vectors, or whole rows of W * C. A bilinear smaller input is
     // interpolated along W once per source row (kept while consecutive
     // output rows read it) and blended along H as whole rows.
+    const bool tiled = cpu::cpu_path(8), cached = cpu::cpu_path(4);
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(direct ? 0 : W * C);
       // Shifts and same-size scales tiled along a row, so the same-size
       // inputs are summed in one loop over W * C per row rather than W
       // loops over C (HRNet's fine branches have few channels).
-      std::vector<acc_t> shift_tiled(W * C), scale_tiled(m * W * C);
-      std::vector<const acc_t*> scale(m);
+      std::vector<acc_t> shift_tiled(tiled ? W * C : 0), scale_tiled(tiled ? m * W * C : 0);
+      std::vector<const acc_t*> scale(m), rows(m);
       std::vector<const scalar_t*> x(m);
-      for (int64_t w = 0; w < W; ++w) std::copy(shift_sum.begin(), shift_sum.end(), shift_tiled.begin() + w * C);
-      for (int j = 0; j < m; ++j) {
-        scale[j] = scale_tiled.data() + j * W * C;
-        for (int64_t w = 0; w < W; ++w)
-          std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
+      for (int j = 0; j < m; ++j) rows[j] = same[j]->scale;
+      if (tiled) {
+        for (int64_t w = 0; w < W; ++w) std::copy(shift_sum.begin(), shift_sum.end(), shift_tiled.begin() + w * C);
+        for (int j = 0; j < m; ++j) {
+          scale[j] = scale_tiled.data() + j * W * C;
+          for (int64_t w = 0; w < W; ++w)
+            std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
+        }
       }
+      // The same-size inputs and shifts of one output row (plus acc).
+      auto finish_row = [&](scalar_t* o, int64_t row, const acc_t* addend) {
+        if (tiled) {
+          for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
+          if (addend == nullptr) {
+            cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
+          } else {
+            cpu::affine_sum_add<1>(o, shift_tiled.data(), addend, scale.data(), x.data(), m, W * C, relu);
+          }
+          return;
+        }
+        for (int64_t w = 0; w < W; ++w) {
+          for (int j = 0; j < m; ++j) x[j] = same[j]->data + (row * W + w) * C;
+          if (addend == nullptr) {
+            cpu::affine_sum_any<1>(o + w * C, shift_sum.data(), rows.data(), x.data(), m, C, relu);
+          } else {
+            cpu::affine_sum_add<1>(o + w * C, shift_sum.data(), addend + w * C, rows.data(), x.data(), m, C, relu);
+          }
+        }
+      };
       // Per smaller input: two W-interpolated, scaled source rows and the
       // (n, source row) each holds, -1 when empty.
       std::vector<SourceRows<acc_t>> cache(nearest ? 0 : smaller.size(), SourceRows<acc_t>(W * C));
+      std::vector<acc_t> t0_buf(nearest || cached ? 0 : W * C), t1_buf(nearest || cached ? 0 : W * C);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, h = row % H;
         scalar_t* o = out_p + row * W * C;
-        for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
         if (direct) {
-          cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
+          finish_row(o, row, nullptr);
           continue;
         }
         // As in NCHW: the interpolated inputs into acc (the first writes
@@ -177,23 +201,28 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
             }
             continue;
           }
-          auto interpolated = [&](int64_t r) {
-            return cache[i].get(n * s->h + r, [&](acc_t* t) {
-              const scalar_t* src_row = base + r * s->w * C;
-              for (int64_t w = 0; w < W; ++w)
-                cpu::scaled_lerp_channels(t + w * C, s->scale, s->cols.l0[w], src_row + s->cols.i0[w] * C,
-                                          s->cols.l1[w], src_row + s->cols.i1[w] * C, C);
-            });
+          auto fill = [&](acc_t* t, int64_t r) {
+            const scalar_t* src_row = base + r * s->w * C;
+            for (int64_t w = 0; w < W; ++w)
+              cpu::scaled_lerp_channels(t + w * C, s->scale, s->cols.l0[w], src_row + s->cols.i0[w] * C,
+                                        s->cols.l1[w], src_row + s->cols.i1[w] * C, C);
           };
-          const acc_t* t0 = interpolated(s->rows.i0[h]);
-          const acc_t* t1 = interpolated(s->rows.i1[h]);
+          const acc_t *t0, *t1;
+          if (cached) {
+            t0 = cache[i].get(n * s->h + s->rows.i0[h], [&](acc_t* t) { fill(t, s->rows.i0[h]); });
+            t1 = cache[i].get(n * s->h + s->rows.i1[h], [&](acc_t* t) { fill(t, s->rows.i1[h]); });
+          } else {
+            fill(t0_buf.data(), s->rows.i0[h]);
+            fill(t1_buf.data(), s->rows.i1[h]);
+            t0 = t0_buf.data(), t1 = t1_buf.data();
+          }
           if (first) {
             cpu::lerp(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
           } else {
             cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
           }
         }
-        cpu::affine_sum_add<1>(o, shift_tiled.data(), acc.data(), scale.data(), x.data(), m, W * C, relu);
+        finish_row(o, row, acc.data());
       }
     });
     return out;
@@ -203,7 +232,7 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   // pass per plane with the input count fixed at compile time for the whole
   // task, so the short planes (e.g. 8x6) pay no per-plane dispatch. The
   // same sum as the general loop's direct case below.
-  if (direct && m >= 1 && m <= 4) {
+  if (direct && m >= 1 && m <= 4 && cpu::cpu_path(1)) {
     const int64_t HW = H * W;
     cpu::with_count(m, [&](auto count) {
       constexpr int M = decltype(count)::value;
