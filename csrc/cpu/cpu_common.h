@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -79,32 +78,6 @@ inline void with_value(int v, Fn&& fn) {
 template <typename Fn>
 inline void with_factor(int f, Fn&& fn) {
   with_value<2, 4, 8>(f, std::forward<Fn>(fn));
-}
-
-// An input count of 1 to 4, so a loop over planes runs with it fixed.
-template <typename Fn>
-inline void with_count(int m, Fn&& fn) {
-  with_value<1, 2, 3, 4>(m, std::forward<Fn>(fn));
-}
-
-template <typename scalar_t, typename acc_t>
-inline acc_t load(const scalar_t* p) {
-  return static_cast<acc_t>(*p);
-}
-
-// ReLU as torch.relu computes it: NaN stays NaN.
-template <typename acc_t>
-inline acc_t activate(acc_t v, bool relu) {
-  return relu && v < acc_t(0) ? acc_t(0) : v;
-}
-
-// Measurement switch for benchmarks/cpu_paths.py: HRNET_FAST_CPU_PATHS is
-// a bitmask of the specialised paths to take (1: the all-same-size NCHW
-// forward, 2: its backward twin, 4: SourceRows, 8: tiled scales and shifts
-// in the channels_last forward); unset, every one of them.
-inline bool cpu_path(int bit) {
-  const char* v = std::getenv("HRNET_FAST_CPU_PATHS");
-  return v == nullptr || (std::atoi(v) & bit) != 0;
 }
 
 // Grain for at::parallel_for: tasks of at least ~32k elements.

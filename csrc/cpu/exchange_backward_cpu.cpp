@@ -260,35 +260,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         }
       });
     }
-  } else if (smaller.empty() && m >= 1 && m <= 4 && H * W <= cpu::kChunk && cpu::cpu_path(2)) {
-    // Every input same-size and planes of one chunk (HRNet's coarse output
-    // branches, e.g. 8x6): the general loop below with its per-plane work
-    // hoisted out. The input count is a compile-time constant for the whole
-    // task and gm is never stored; the sums are the same, in the same order.
-    const int64_t HW = H * W;
-    cpu::with_count(m, [&](auto count) {
-      constexpr int M = decltype(count)::value;
-      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
-        scalar_t* gx[4];
-        const scalar_t* x[4];
-        const acc_t* scale[4];
-        acc_t part[4];
-        acc_t* part_p[4] = {&part[0], &part[1], &part[2], &part[3]};
-        int64_t c = begin % C;
-        for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
-          const int64_t off = plane * HW;
-          for (int j = 0; j < M; ++j) {
-            gx[j] = gx_base[j] + off, x[j] = x_base[j] + off, scale[j] = scale_of[same_k[j]] + c;
-            part[j] = acc_t(0);
-          }
-          acc_t t = 0;
-          cpu::grad_same<M, 0, false>(g_p + off, o_p + off, static_cast<scalar_t*>(nullptr), gx, scale, x, &t,
-                                      part_p, HW, relu);
-          shift_part[plane] = static_cast<double>(t);
-          for (int j = 0; j < M; ++j) scale_part[same_k[j]][plane] = static_cast<double>(part[j]);
-        }
-      });
-    });
   } else {
     // Unit = plane (n, c); sums in acc_t within chunks of kChunk elements,
     // chunks added in double, so long planes keep their precision.
