@@ -166,6 +166,21 @@ def affine_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def backward_dtype(grad_out: Tensor, out: Optional[Tensor]) -> torch.dtype:
+    """The inputs' dtype in the backward: out's, or grad_out's when out is
+    not given (the C++ backward_dtype; grad_out is cast to it)."""
+    return out.dtype if out is not None else grad_out.dtype
+
+
+def saved_layout(inputs: Sequence[Tensor]) -> Tuple[List[int], List[bool]]:
+    """What the backward keeps of inputs it does not read: (h, w) of each,
+    flattened, and whether each is channels_last (its gradient's format)."""
+    sizes: List[int] = []
+    for x in inputs:
+        sizes += [x.shape[2], x.shape[3]]
+    return sizes, [follow_format(x) == torch.channels_last for x in inputs]
+
+
 def landed_size(a: Tensor) -> Tuple[int, int]:
     """Where a stride-2, padding-1 3x3 conv of `a` lands."""
     return (a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1

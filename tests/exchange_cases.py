@@ -66,3 +66,14 @@ def nearest_adjoint(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     source = torch.nn.functional.interpolate(iota, size=tuple(grad.shape[-2:]), mode="nearest").long()
     out = torch.zeros(n, c, h * w, dtype=grad.dtype)
     return out.scatter_add_(2, source.flatten(2), grad.flatten(2)).view(n, c, h, w)
+
+
+def backward_inputs(xs: Sequence[torch.Tensor], scales: Sequence[Optional[torch.Tensor]]):
+    """The backward ops' input arguments for a call with inputs xs and
+    scales, as autograd passes them: (inputs, given only where a scale is;
+    their (h, w) flattened; whether each is channels_last)."""
+    from hrnet_fast.contract import saved_layout
+
+    sizes, channels_last = saved_layout(xs)
+    kept = [x if scales and scales[k] is not None else None for k, x in enumerate(xs)]
+    return kept, sizes, channels_last

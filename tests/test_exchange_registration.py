@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hrnet_fast
-from exchange_cases import make_case, requires_grad
+from exchange_cases import backward_inputs, make_case, requires_grad
 
 pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
 
@@ -30,14 +30,16 @@ def test_opcheck_forward(mode, align_corners, channels_last, affine):
     torch.library.opcheck(torch.ops.hrnet_fast.exchange.default, args)
 
 
-@pytest.mark.parametrize("affine", ["all", "some"])
+@pytest.mark.parametrize("affine,relu", [("all", True), ("some", True), ("some", False)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck_backward(channels_last, affine):
-    xs, sc, sh, size, mode, ac, relu = _op_args([(9, 7), (5, 4)], channels_last, "bilinear", False, affine,
-                                                grad=False)
+def test_opcheck_backward(channels_last, affine, relu):
+    # What autograd passes: out only with a ReLU, inputs only where a scale is.
+    xs, sc, sh, size, mode, ac, _ = _op_args([(9, 7), (5, 4)], channels_last, "bilinear", False, affine, grad=False)
     out = torch.ops.hrnet_fast.exchange(xs, sc, sh, size, mode, ac, relu)
     grad = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default, (grad, out, xs, sc, mode, ac, relu))
+    kept, sizes, cl = backward_inputs(xs, sc)
+    torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default,
+                          (grad, out if relu else None, kept, sizes, cl, sc, mode, ac, relu))
 
 
 def test_opcheck_check_op():

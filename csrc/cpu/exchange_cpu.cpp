@@ -305,7 +305,8 @@ at::Tensor exchange_cpu(at::TensorList inputs, const OptionalTensors& scales, co
 // Backward lives in exchange_backward_cpu.cpp; both register here.
 namespace hrnet_fast {
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const OptionalTensors& scales,
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::IntArrayRef input_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu);
 }
 

@@ -7,6 +7,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero
+from hrnet_fast.contract import saved_layout
 
 D = torch.float64
 
@@ -73,9 +74,10 @@ def test_conv_term_gradients_from_the_backward_op(relu):
                              mode="bilinear", relu=relu)
     grad = torch.randn_like(y)
     want = torch.autograd.grad(y, [x0, x1, s1, b0, a0, w0, c0, a1, w1], grad)
+    # What autograd passes: out only with a ReLU, the input that has a scale.
     gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(
-        grad, y.detach(), [x0.detach(), x1.detach()], [s1.detach()], [1], [a0.detach(), a1.detach()],
-        [w0.detach(), w1.detach()], "bilinear", False, relu)
+        grad, y.detach() if relu else None, [None, x1.detach()], *saved_layout([x0, x1]), [s1.detach()], [1],
+        [a0.detach(), a1.detach()], [w0.detach(), w1.detach()], "bilinear", False, relu)
     got = [gi[0], gi[1], gs[0], gb, ga[0], gw[0], gb, ga[1], gw[1]]
     for g, w in zip(got, want):
         assert g.shape == w.shape
