@@ -53,6 +53,11 @@ void check_backward_conv_terms(const at::Tensor& grad_out, const std::optional<a
 // given (grad_out is cast to it).
 at::ScalarType backward_dtype(const at::Tensor& grad_out, const std::optional<at::Tensor>& out);
 
+// The op as its definition in ATen ops (autograd/exchange_composite.cpp):
+// what a call with a forward-mode tangent runs, on every C++ backend.
+at::Tensor exchange_composite(TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
+                              c10::SymIntArrayRef size, std::string_view mode, bool align_corners, bool relu);
+
 // Memory format of an output (or gradient) that follows tensor `first`:
 // channels_last when `first` is unambiguously channels_last. The same rule
 // as hrnet_fast/_library.py's fake kernels, so real and fake strides agree.

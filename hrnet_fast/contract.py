@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from ._ext import extension
@@ -149,6 +150,16 @@ def check_values(call: ExchangeCall) -> None:
     conv_biases = [b for _, _, b in call.convs]
     torch.ops.hrnet_fast.exchange_check(call.inputs, call.scales, call.shifts, conv_inputs, conv_weights,
                                         conv_biases, list(call.size), call.mode)
+
+
+def has_tangent(call: ExchangeCall) -> bool:
+    """Whether a tensor of `call` carries a forward-mode AD tangent
+    (torch.autograd.forward_ad, torch.func.jvp). With no dual level open,
+    the common case, one attribute read."""
+    if _forward_ad._current_level < 0:
+        return False
+    tensors = [*call.inputs, *call.scales, *call.shifts, *(t for term in call.convs for t in term)]
+    return any(t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def follow_format(t: Tensor) -> torch.memory_format:

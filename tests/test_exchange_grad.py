@@ -218,3 +218,65 @@ def test_inference_tensor_as_an_unscaled_input(backend):
     want = torch.autograd.grad(hrnet_fast.reference([xs[0], x1r], [None, s1r], sh).square().sum(), [x1r, s1r])
     for u, v in zip(got, want):
         torch.testing.assert_close(u, v)
+
+
+def _jvp_case(mode):
+    xs, sc, sh = make_case([(7, 5), (4, 3), (7, 5)], c=3, dtype=torch.float64, partial_affine=True)
+    primals = [xs, sc, sh]
+    tangents = [[None if t is None else torch.randn_like(t) for t in group] for group in primals]
+    return primals, tangents, dict(mode=mode, align_corners=mode == "bilinear")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_forward_mode_ad(backend, mode):
+    # torch.autograd.forward_ad: tangents on inputs, scales and shifts give
+    # the reference's tangent (the op is linear before its ReLU).
+    import torch.autograd.forward_ad as fwAD
+
+    (xs, sc, sh), (dxs, dsc, dsh), kw = _jvp_case(mode)
+
+    def run(fn):
+        with fwAD.dual_level():
+            dual = [[None if p is None else fwAD.make_dual(p, t) for p, t in zip(ps, ts)]
+                    for ps, ts in zip((xs, sc, sh), (dxs, dsc, dsh))]
+            y = fwAD.unpack_dual(fn(*dual, **kw))
+            return y.primal, y.tangent
+
+    y, dy = run(lambda *a, **k: hrnet_fast.exchange(*a, backend=backend, **k))
+    ry, rdy = run(hrnet_fast.reference)
+    assert dy is not None and rdy.abs().max() > 0
+    torch.testing.assert_close(y, ry, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dy, rdy, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_torch_func_jvp_and_backward_of_a_dual_call(backend):
+    (xs, sc, sh), (dxs, dsc, dsh), kw = _jvp_case("bilinear")
+    s_given = [s for s in sc if s is not None]
+
+    def f(backend_or_ref):
+        def g(x0, x1, x2, *rows):
+            scales = [None] + list(rows)
+            return (hrnet_fast.reference if backend_or_ref is None else
+                    lambda *a, **k: hrnet_fast.exchange(*a, backend=backend_or_ref, **k))([x0, x1, x2], scales, sh, **kw)
+        return g
+
+    primals = (*xs, *s_given)
+    tangents = (*dxs, *[t for t in dsc if t is not None])
+    y, dy = torch.func.jvp(f(backend), primals, tangents)
+    ry, rdy = torch.func.jvp(f(None), primals, tangents)
+    torch.testing.assert_close(y, ry, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dy, rdy, rtol=1e-12, atol=1e-12)
+    # A call with a tangent records its graph for backward as well.
+    import torch.autograd.forward_ad as fwAD
+
+    leaves = requires_grad(list(primals))
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(p, t) for p, t in zip(leaves, tangents)]
+        out = f(backend)(*duals)
+    got = torch.autograd.grad(out.square().sum(), leaves)
+    want_leaves = requires_grad(list(primals))
+    want = torch.autograd.grad(f(None)(*want_leaves).square().sum(), want_leaves)
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)

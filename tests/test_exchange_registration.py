@@ -128,20 +128,6 @@ def test_rows_of_another_dtype_strided_or_negated_are_read_right():
     torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("affine", [False, True])
-def test_forward_mode_ad_is_refused_not_dropped(affine):
-    # The C++ autograd has no jvp: a tangent must raise, never vanish (the
-    # no-grad shortcut of the autograd kernel must not swallow it).
-    import torch.autograd.forward_ad as fwAD
-
-    x = torch.randn(1, 2, 4, 4)
-    rows = [torch.rand(2)] if affine else None
-    with fwAD.dual_level():
-        dual = fwAD.make_dual(x, torch.randn_like(x))
-        with pytest.raises(RuntimeError, match="jvp"):
-            hrnet_fast.exchange([dual], rows, None, backend="cpu")
-
-
 def test_double_backward_raises_instead_of_a_silent_constant():
     xs, sc, sh = make_case([(6, 5), (3, 3)], c=3, dtype=torch.float64)
     xs, sc = requires_grad(xs), requires_grad(sc)

@@ -53,24 +53,30 @@ OptionalTensors rebuild(at::TensorList tensors, const std::vector<int64_t>& slot
   return rows;
 }
 
-// Whether this call needs the autograd Function: a graph to record, or a
-// forward-mode tangent on an argument (Function::apply then raises that
-// the C++ API has no jvp, rather than the tangent being dropped). When not
-// (no_grad, inference, nothing requires grad) the kernel skips
-// Function::apply and its context: about 1.5 us of a 5 us call.
-bool needs_autograd(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts) {
+// What a call needs of autograd: a graph to record (grad), a forward-mode
+// tangent on an argument (tangent). With neither (no_grad, inference,
+// nothing requires grad) the kernel skips Function::apply and its context:
+// about 1.5 us of a 5 us call.
+struct Needs {
+  bool grad = false;
+  bool tangent = false;
+};
+
+Needs needs_of(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts) {
   const bool grad_mode = at::GradMode::is_enabled();
-  auto needs = [&](const at::Tensor& t) {
-    return t.defined() && ((grad_mode && t.requires_grad()) || t._fw_grad(/*level=*/0).defined());
+  Needs n;
+  auto visit = [&](const at::Tensor& t) {
+    if (!t.defined()) return;
+    n.grad = n.grad || (grad_mode && t.requires_grad());
+    n.tangent = n.tangent || t._fw_grad(/*level=*/0).defined();
   };
-  for (const at::Tensor& t : inputs)
-    if (needs(t)) return true;
+  for (const at::Tensor& t : inputs) visit(t);
   for (const OptionalTensors* list : {&scales, &shifts})
     for (size_t k = 0; k < list->size(); ++k) {
       const std::optional<at::Tensor> r = list->get(k);
-      if (r.has_value() && needs(*r)) return true;
+      if (r.has_value()) visit(*r);
     }
-  return false;
+  return n;
 }
 
 class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
@@ -136,7 +142,13 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
 
 at::Tensor exchange_autograd(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
                              c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
-  if (!needs_autograd(inputs, scales, shifts)) {
+  const Needs needs = needs_of(inputs, scales, shifts);
+  // The fused kernels have no jvp: a tangent takes the definition's ATen
+  // ops, which carry it (and record the graph when one is wanted too).
+  if (needs.tangent)
+    return exchange_composite(inputs, scales, shifts, size, std::string_view(mode.data(), mode.size()),
+                              align_corners, relu);
+  if (!needs.grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return exchange_call(inputs, scales, shifts, size, mode, align_corners, relu);
   }
