@@ -34,6 +34,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from hrnet_fast.contract import saved_layout  # noqa: E402
 from hrnet_fast.triton import aot_check, backward, conv_kernel, forward, tuning  # noqa: E402
 
 TABLE_PATH = os.path.join(ROOT, "hrnet_fast", "triton", "tuning_table.py")
@@ -113,13 +114,15 @@ def cuda_call(name: str) -> Tuple[Callable[[], None], Callable[[], None]]:
     y = hrnet_fast.exchange(lx, ls, lb, mode="bilinear", backend="triton")
     grad = torch.randn_like(y)
     scale_of = [k for k, s in enumerate(ls) if s is not None]
+    kept = [x if s is not None else None for x, s in zip(lx, ls)]  # what autograd keeps
+    sizes, cl = saved_layout(lx)
 
     def lowered_forward():
         hrnet_fast.exchange(lx, ls, lb, mode="bilinear", backend="triton")
 
     def lowered_backward():
-        torch.ops.hrnet_fast.exchange_triton_backward(grad, y, lx, [ls[k] for k in scale_of], scale_of, [], [],
-                                                      "bilinear", False, True)
+        torch.ops.hrnet_fast.exchange_triton_backward(grad, y, kept, sizes, cl, [ls[k] for k in scale_of], scale_of,
+                                                      [], [], "bilinear", False, True)
 
     return (conv_forward if convs else lowered_forward), (lambda: None) if convs else lowered_backward, \
         lowered_forward

@@ -38,8 +38,25 @@ void check_exchange(TensorList inputs, const OptionalTensors& scales, const Opti
 // the conv lowering: each lands on `size` after a stride-2 3x3 conv.
 void check_conv_terms(TensorList inputs, TensorList conv_inputs, TensorList conv_weights,
                       const OptionalTensors& conv_biases, c10::SymIntArrayRef size);
-void check_exchange_backward(const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs,
-                             const OptionalTensors& scales, std::string_view mode);
+// The backward's arguments (ops.cpp's exchange_backward): inputs[k] may be
+// None except where scales[k] is given, input_sizes holds (h_k, w_k) per
+// input and channels_last the layout of each input's gradient; out may be
+// None unless relu. And the conv terms of the Triton backward, against
+// grad_out's frame.
+void check_exchange_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
+                             const OptionalTensors& inputs, c10::SymIntArrayRef input_sizes,
+                             const c10::List<bool>& channels_last, const OptionalTensors& scales,
+                             std::string_view mode, bool relu);
+void check_backward_conv_terms(const at::Tensor& grad_out, const std::optional<at::Tensor>& out,
+                               TensorList conv_inputs, TensorList conv_weights);
+// The inputs' dtype in the backward: out's, or grad_out's when out is not
+// given (grad_out is cast to it).
+at::ScalarType backward_dtype(const at::Tensor& grad_out, const std::optional<at::Tensor>& out);
+
+// The op as its definition in ATen ops (autograd/exchange_composite.cpp):
+// what a call with a forward-mode tangent runs, on every C++ backend.
+at::Tensor exchange_composite(TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
+                              c10::SymIntArrayRef size, std::string_view mode, bool align_corners, bool relu);
 
 // Memory format of an output (or gradient) that follows tensor `first`:
 // channels_last when `first` is unambiguously channels_last. The same rule

@@ -22,14 +22,16 @@ inline at::Tensor exchange_call(TensorList inputs, const OptionalTensors& scales
 }
 
 inline std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_call(
-    const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs, const OptionalTensors& scales,
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::SymIntArrayRef input_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("hrnet_fast::exchange_backward", "")
                        .typed<std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, TensorList, const OptionalTensors&,
-                           c10::string_view, bool, bool)>();
-  return op.call(grad_out, out, inputs, scales, mode, align_corners, relu);
+                           const at::Tensor&, const std::optional<at::Tensor>&, const OptionalTensors&,
+                           c10::SymIntArrayRef, const c10::List<bool>&, const OptionalTensors&, c10::string_view, bool,
+                           bool)>();
+  return op.call(grad_out, out, inputs, input_sizes, channels_last, scales, mode, align_corners, relu);
 }
 
 }  // namespace hrnet_fast

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._ext import extension
-from .contract import affine_dtype, follow_format
+from .contract import affine_dtype, backward_dtype, follow_format
 
 
 def exchange_fake(inputs, scales, shifts, size, mode, align_corners, relu):
@@ -22,13 +22,17 @@ def exchange_fake(inputs, scales, shifts, size, mode, align_corners, relu):
                        memory_format=follow_format(x0))
 
 
-def exchange_backward_fake(grad_out, out, inputs, scales, mode, align_corners, relu):
-    torch.ops.hrnet_fast.exchange_check(inputs, scales, [], [], [], [], [out.shape[2], out.shape[3]], mode)
-    x0 = inputs[0]
-    grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=follow_format(x)) for x in inputs]
-    acc = affine_dtype(x0.dtype)
-    return (grads, torch.empty((len(inputs), x0.shape[1]), dtype=acc, device=x0.device),
-            torch.empty((x0.shape[1],), dtype=acc, device=x0.device))
+def exchange_backward_fake(grad_out, out, inputs, input_sizes, channels_last, scales, mode, align_corners, relu):
+    torch.ops.hrnet_fast.exchange_backward_check(grad_out, out, inputs, input_sizes, channels_last, scales, [], [],
+                                                 mode, relu)
+    n, c = grad_out.shape[0], grad_out.shape[1]
+    dtype = backward_dtype(grad_out, out)
+    grads = [torch.empty((n, c, input_sizes[2 * k], input_sizes[2 * k + 1]), dtype=dtype, device=grad_out.device,
+                         memory_format=torch.channels_last if cl else torch.contiguous_format)
+             for k, cl in enumerate(channels_last)]
+    acc = affine_dtype(dtype)
+    return (grads, torch.empty((len(inputs), c), dtype=acc, device=grad_out.device),
+            torch.empty((c,), dtype=acc, device=grad_out.device))
 
 
 if extension() is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from ._ext import extension
@@ -151,6 +152,16 @@ def check_values(call: ExchangeCall) -> None:
                                         conv_biases, list(call.size), call.mode)
 
 
+def has_tangent(call: ExchangeCall) -> bool:
+    """Whether a tensor of `call` carries a forward-mode AD tangent
+    (torch.autograd.forward_ad, torch.func.jvp). With no dual level open,
+    the common case, one attribute read."""
+    if _forward_ad._current_level < 0:
+        return False
+    tensors = [*call.inputs, *call.scales, *call.shifts, *(t for term in call.convs for t in term)]
+    return any(t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def follow_format(t: Tensor) -> torch.memory_format:
     """Memory format of a result that follows `t`: channels_last when `t` is
     unambiguously channels_last. The same rule as the C++ output_format()."""
@@ -164,6 +175,21 @@ def affine_dtype(dtype: torch.dtype) -> torch.dtype:
     float64 inputs, else float32 (half precision scales and accumulates in
     float32)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def backward_dtype(grad_out: Tensor, out: Optional[Tensor]) -> torch.dtype:
+    """The inputs' dtype in the backward: out's, or grad_out's when out is
+    not given (the C++ backward_dtype; grad_out is cast to it)."""
+    return out.dtype if out is not None else grad_out.dtype
+
+
+def saved_layout(inputs: Sequence[Tensor]) -> Tuple[List[int], List[bool]]:
+    """What the backward keeps of inputs it does not read: (h, w) of each,
+    flattened, and whether each is channels_last (its gradient's format)."""
+    sizes: List[int] = []
+    for x in inputs:
+        sizes += [x.shape[2], x.shape[3]]
+    return sizes, [follow_format(x) == torch.channels_last for x in inputs]
 
 
 def landed_size(shape: Sequence[int]) -> Tuple[int, int]:

@@ -53,7 +53,12 @@ def exchange(
     for a, w, b in convs:
         c = F.conv2d(a, w, b, stride=2, padding=1)
         total = c if total is None else total + c
-    return torch.relu(total) if relu else total
+    if relu:
+        return torch.relu(total)
+    # One same-size input and nothing to compute: still a new tensor, as
+    # every backend returns, never the caller's (an in-place op on the
+    # result must not edit the input).
+    return total.clone() if any(total is x for x in inputs) else total
 
 
 class _CallableModule(types.ModuleType):

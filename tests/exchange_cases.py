@@ -50,3 +50,30 @@ def requires_grad(tensors):
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def nearest_adjoint(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The adjoint of F.interpolate(x, grad's size, mode="nearest") applied
+    to grad: each output's gradient added to the source the forward reads
+    (found by interpolating x's pixel numbers, same dtype, layout and
+    channels). Autograd through F.interpolate is not this where ATen's
+    float64 CPU forward takes its float64 index formula: its backward kernel
+    has only the float32 one (kernels/interp.h)."""
+    n, c, h, w = x.shape
+    iota = torch.arange(h * w, dtype=x.dtype).view(1, 1, h, w).expand(n, c, h, w)
+    iota = iota.contiguous(memory_format=torch.channels_last if x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format)
+    source = torch.nn.functional.interpolate(iota, size=tuple(grad.shape[-2:]), mode="nearest").long()
+    out = torch.zeros(n, c, h * w, dtype=grad.dtype)
+    return out.scatter_add_(2, source.flatten(2), grad.flatten(2)).view(n, c, h, w)
+
+
+def backward_inputs(xs: Sequence[torch.Tensor], scales: Sequence[Optional[torch.Tensor]]):
+    """The backward ops' input arguments for a call with inputs xs and
+    scales, as autograd passes them: (inputs, given only where a scale is;
+    their (h, w) flattened; whether each is channels_last)."""
+    from hrnet_fast.contract import saved_layout
+
+    sizes, channels_last = saved_layout(xs)
+    kept = [x if scales and scales[k] is not None else None for k, x in enumerate(xs)]
+    return kept, sizes, channels_last

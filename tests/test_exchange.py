@@ -6,7 +6,7 @@ import torch
 import hrnet_fast
 import hrnet_fast.backend
 from hrnet_fast.contract import make_call
-from exchange_cases import MODES, SHAPES, make_case, rel_err
+from exchange_cases import MODES, SHAPES, make_case, nearest_adjoint, rel_err
 
 pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
 
@@ -180,3 +180,59 @@ def test_nearest_refuses_larger_inputs():
     xs, _, _ = make_case([(6, 5), (7, 5)])
     with pytest.raises(ValueError, match="only mode='bilinear' resizes down"):
         hrnet_fast.exchange(xs, size=(6, 5), backend="cpu")
+
+
+# Nearest at ratios where ATen's two index formulas part (kernels/interp.h):
+# (source, output) pairs per axis, outputs with H + W above 128 (the CPU's
+# generic kernel: float64 products) and at most 128 (vectorised: float32).
+NEAREST_RATIOS = [((45, 14), (129, 46)), ((21, 30), (69, 86)), ((2, 6), (82, 74)), ((39, 26), (66, 88)),
+                  ((45, 5), (129, 5)), ((7, 45), (7, 129)), ((14, 21), (46, 69)), ((3, 9), (123, 11))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels_last,c", [(False, 5), (True, 5), (True, 2)], ids=["nchw", "nhwc", "nhwc-c2"])
+@pytest.mark.parametrize("source,size", NEAREST_RATIOS)
+def test_nearest_picks_the_sources_f_interpolate_picks(source, size, channels_last, c, dtype):
+    x = torch.randn(2, c, *source, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = hrnet_fast.exchange([x], size=size, mode="nearest", relu=False, backend="cpu")
+    assert torch.equal(got, torch.nn.functional.interpolate(x, size=size, mode="nearest"))
+
+
+def test_nearest_float64_45_to_129_reads_rows_15_and_30():
+    # Issue 24's case: F.interpolate in float64 on the CPU computes the
+    # index in float64 here; a float32 product would read rows 14 and 29.
+    x = torch.arange(45, dtype=torch.float64).view(1, 1, 45, 1).expand(1, 2, 45, 3).contiguous()
+    y = hrnet_fast.exchange([x], size=(129, 3), relu=False, backend="cpu")
+    assert y[0, 0, [43, 86], 0].tolist() == [15.0, 30.0]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_float64_adjoint_follows_the_forward_sources(channels_last):
+    # The backward's gather reads the sources the forward read (the float64
+    # formula here): the adjoint of F.interpolate's forward, which autograd
+    # through F.interpolate is not at these sizes (nearest_adjoint).
+    x = torch.randn(1, 2, 45, 21, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x0 = torch.randn(1, 2, 129, 69, dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    y = hrnet_fast.exchange([x0, a], relu=False, backend="cpu")
+    assert torch.equal(y, hrnet_fast.reference([x0, x], relu=False))
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, a, g)[0], nearest_adjoint(x, g), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("rows", [None, [None]], ids=["no-rows", "none-rows"])
+def test_output_is_never_an_input(backend, rows):
+    # One same-size input, no affine, no ReLU: nothing to compute, and still
+    # a new tensor (an in-place op on the result must not edit the input).
+    x = torch.randn(2, 3, 5, 4)
+    kept = x.clone()
+    y = hrnet_fast.exchange([x], rows, rows, relu=False, backend=backend)
+    assert y is not x and y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    torch.testing.assert_close(y, x, rtol=0, atol=0)
+    y.add_(1.0)
+    assert torch.equal(x, kept)

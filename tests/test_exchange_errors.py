@@ -86,5 +86,14 @@ def test_direct_op_call_is_checked_in_cpp():
         op([x], [], [], [2, 2], "nearest", False, True)
     with pytest.raises(TypeError, match=r"shifts\[0\] must be floating point"):
         op([x], [], [torch.ones(2, dtype=torch.int64)], [4, 4], "nearest", False, True)
+    bwd = torch.ops.hrnet_fast.exchange_backward
     with pytest.raises(ValueError, match="must be the same 4-D shape"):
-        torch.ops.hrnet_fast.exchange_backward(torch.ones(1, 2, 3, 3), x, [x], [], "nearest", False, True)
+        bwd(torch.ones(1, 2, 3, 3), x, [None], [4, 4], [False], [], "nearest", False, True)
+    with pytest.raises(ValueError, match="out .* is needed when relu is true"):
+        bwd(x, None, [None], [4, 4], [False], [], "nearest", False, True)
+    with pytest.raises(ValueError, match=r"inputs\[0\] is needed: the gradient of scales\[0\] reads it"):
+        bwd(x, x, [None], [4, 4], [False], [torch.ones(2)], "nearest", False, True)
+    with pytest.raises(ValueError, match=r"input_sizes has 2 values and channels_last 2 for 1 inputs"):
+        bwd(x, x, [None], [4, 4], [False, False], [], "nearest", False, True)
+    with pytest.raises(ValueError, match=r"inputs\[0\] has shape \(1, 2, 4, 4\), not \(1, 2, 2, 2\)"):
+        bwd(torch.ones(1, 2, 2, 2), None, [x], [2, 2], [False], [], "nearest", False, False)

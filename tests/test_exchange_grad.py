@@ -139,3 +139,144 @@ def test_works_under_deterministic_algorithms():
         finally:
             torch.use_deterministic_algorithms(prev)
     assert all(a.grad is not None for a in args)
+
+
+def _saved_bytes(fn):
+    """Bytes autograd keeps for the graph fn() builds: the distinct storages
+    of the saved tensors (saved_tensors_hooks)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn()
+    return y, sum(storages.values())
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_saves_what_the_backward_reads_as_eager_does(relu, channels_last):
+    # Kept: the output when there is a ReLU (its mask), the scaled input and
+    # its scale; not the unscaled inputs (no gradient reads them): exactly
+    # what eager keeps for the reference's ops.
+    xs, sc, sh = make_case([(8, 6), (4, 3), (8, 6)], c=4, channels_last=channels_last)
+    leaves = requires_grad(xs)
+    s1 = sc[1].clone().requires_grad_()
+    kw = dict(mode="bilinear", relu=relu)
+    y, got = _saved_bytes(lambda: hrnet_fast.exchange(leaves, [None, s1, None], sh, backend="cpu", **kw))
+    r, want = _saved_bytes(lambda: hrnet_fast.reference(leaves, [None, s1, None], sh, **kw))
+    expected = leaves[1].untyped_storage().nbytes() + s1.untyped_storage().nbytes()
+    assert got == want == expected + (y.untyped_storage().nbytes() if relu else 0)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_unscaled_inputs_may_change_before_backward(backend, relu):
+    # An in-place edit of an input without a scale (or of the output without
+    # a ReLU) between forward and backward: as in eager, nothing reads them.
+    xs, sc, sh = make_case([(8, 6), (4, 3)], dtype=torch.float64)
+    a = requires_grad(xs + [sc[1]])
+    x0, x1 = a[0] * 1.0, a[1] * 1.0  # non-leaves, so in-place is allowed
+    y = hrnet_fast.exchange([x0, x1], [None, a[2]], sh, mode="bilinear", relu=relu, backend=backend)
+    g = torch.randn_like(y)
+    want = torch.autograd.grad(hrnet_fast.reference([x0, x1], [None, a[2]], sh, mode="bilinear", relu=relu), a, g,
+                               retain_graph=True)
+    x0.mul_(3.0)
+    if not relu:
+        y.add_(1.0)
+    for u, v in zip(torch.autograd.grad(y, a, g), want):
+        torch.testing.assert_close(u, v)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_a_scaled_input_changed_before_backward_raises(backend):
+    # Its scale's gradient reads it: autograd's version counter must catch
+    # the edit, as in eager.
+    xs, sc, sh = make_case([(8, 6), (4, 3)], dtype=torch.float64)
+    x1 = xs[1].clone().requires_grad_()
+    s1 = sc[1].clone().requires_grad_()
+    x1_used = x1 * 1.0
+    y = hrnet_fast.exchange([xs[0], x1_used], [None, s1], sh, backend=backend)
+    x1_used.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_inference_tensor_as_an_unscaled_input(backend):
+    # An inference-mode tensor cannot be saved for backward; an input
+    # without a scale is not saved, so it may be one, as in eager.
+    xs, sc, sh = make_case([(8, 6), (4, 3)], dtype=torch.float64)
+    with torch.inference_mode():
+        frozen = xs[0].clone()
+    x1, s1 = xs[1].clone().requires_grad_(), sc[1].clone().requires_grad_()
+    y = hrnet_fast.exchange([frozen, x1], [None, s1], sh, backend=backend)
+    got = torch.autograd.grad(y.square().sum(), [x1, s1])
+    x1r, s1r = x1.detach().clone().requires_grad_(), s1.detach().clone().requires_grad_()
+    want = torch.autograd.grad(hrnet_fast.reference([xs[0], x1r], [None, s1r], sh).square().sum(), [x1r, s1r])
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v)
+
+
+def _jvp_case(mode):
+    xs, sc, sh = make_case([(7, 5), (4, 3), (7, 5)], c=3, dtype=torch.float64, partial_affine=True)
+    primals = [xs, sc, sh]
+    tangents = [[None if t is None else torch.randn_like(t) for t in group] for group in primals]
+    return primals, tangents, dict(mode=mode, align_corners=mode == "bilinear")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_forward_mode_ad(backend, mode):
+    # torch.autograd.forward_ad: tangents on inputs, scales and shifts give
+    # the reference's tangent (the op is linear before its ReLU).
+    import torch.autograd.forward_ad as fwAD
+
+    (xs, sc, sh), (dxs, dsc, dsh), kw = _jvp_case(mode)
+
+    def run(fn):
+        with fwAD.dual_level():
+            dual = [[None if p is None else fwAD.make_dual(p, t) for p, t in zip(ps, ts)]
+                    for ps, ts in zip((xs, sc, sh), (dxs, dsc, dsh))]
+            y = fwAD.unpack_dual(fn(*dual, **kw))
+            return y.primal, y.tangent
+
+    y, dy = run(lambda *a, **k: hrnet_fast.exchange(*a, backend=backend, **k))
+    ry, rdy = run(hrnet_fast.reference)
+    assert dy is not None and rdy.abs().max() > 0
+    torch.testing.assert_close(y, ry, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dy, rdy, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_torch_func_jvp_and_backward_of_a_dual_call(backend):
+    (xs, sc, sh), (dxs, dsc, dsh), kw = _jvp_case("bilinear")
+    s_given = [s for s in sc if s is not None]
+
+    def f(backend_or_ref):
+        def g(x0, x1, x2, *rows):
+            scales = [None] + list(rows)
+            return (hrnet_fast.reference if backend_or_ref is None else
+                    lambda *a, **k: hrnet_fast.exchange(*a, backend=backend_or_ref, **k))([x0, x1, x2], scales, sh, **kw)
+        return g
+
+    primals = (*xs, *s_given)
+    tangents = (*dxs, *[t for t in dsc if t is not None])
+    y, dy = torch.func.jvp(f(backend), primals, tangents)
+    ry, rdy = torch.func.jvp(f(None), primals, tangents)
+    torch.testing.assert_close(y, ry, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dy, rdy, rtol=1e-12, atol=1e-12)
+    # A call with a tangent records its graph for backward as well.
+    import torch.autograd.forward_ad as fwAD
+
+    leaves = requires_grad(list(primals))
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(p, t) for p, t in zip(leaves, tangents)]
+        out = f(backend)(*duals)
+    got = torch.autograd.grad(out.square().sum(), leaves)
+    want_leaves = requires_grad(list(primals))
+    want = torch.autograd.grad(f(None)(*want_leaves).square().sum(), want_leaves)
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)

@@ -21,6 +21,7 @@ triton = pytest.importorskip("triton")
 import hrnet_fast  # noqa: E402
 from hrnet_fast.triton import slots, tuning  # noqa: E402
 from fake_cuda import OpCounter, fake_cuda_mode  # noqa: E402
+from hrnet_fast.contract import saved_layout  # noqa: E402
 
 pytestmark = pytest.mark.skipif(tuning.INTERPRET, reason="checks the compiled configuration, not the interpreter's")
 META = torch.device("meta")
@@ -181,8 +182,10 @@ def test_backward_op_fake_path_on_fake_cuda(fake_cuda):
     out = torch.randn(2, 8, 16, 12, device="cuda")
     a = torch.randn(2, 5, 31, 24, device="cuda")
     w = torch.randn(8, 5, 3, 3, device="cuda")
+    # What autograd passes: only the input that has a scale.
     gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(
-        torch.randn_like(out), out, xs, [s], [1], [a], [w], "bilinear", True, True)
+        torch.randn_like(out), out, [None, xs[1], None], *saved_layout(xs), [s], [1], [a], [w], "bilinear", True,
+        True)
     assert [tuple(g.shape) for g in gi] == [tuple(x.shape) for x in xs]
     assert tuple(gs.shape) == (1, 8) and tuple(gb.shape) == (8,)
     assert tuple(ga[0].shape) == tuple(a.shape) and tuple(gw[0].shape) == tuple(w.shape)

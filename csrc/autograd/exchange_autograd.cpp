@@ -40,34 +40,43 @@ GivenRows given_rows(const OptionalTensors& rows) {
   return g;
 }
 
-// The op's optional list again: `count` entries, the given rows in place.
-OptionalTensors rebuild(at::TensorList tensors, const std::vector<int64_t>& slots, size_t count) {
+// The op's optional list again: `count` entries, the given tensors in
+// place (an empty list when none is given and `empty_if_none`: the
+// identity affine).
+OptionalTensors rebuild(at::TensorList tensors, const std::vector<int64_t>& slots, size_t count,
+                        bool empty_if_none = true) {
   OptionalTensors rows;
-  if (tensors.empty()) return rows;
+  if (tensors.empty() && empty_if_none) return rows;
   rows.reserve(count);
   for (size_t k = 0; k < count; ++k) rows.push_back(std::nullopt);
   for (size_t i = 0; i < tensors.size(); ++i) rows.set(static_cast<size_t>(slots[i]), tensors[i]);
   return rows;
 }
 
-// Whether this call needs the autograd Function: a graph to record, or a
-// forward-mode tangent on an argument (Function::apply then raises that
-// the C++ API has no jvp, rather than the tangent being dropped). When not
-// (no_grad, inference, nothing requires grad) the kernel skips
-// Function::apply and its context: about 1.5 us of a 5 us call.
-bool needs_autograd(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts) {
+// What a call needs of autograd: a graph to record (grad), a forward-mode
+// tangent on an argument (tangent). With neither (no_grad, inference,
+// nothing requires grad) the kernel skips Function::apply and its context:
+// about 1.5 us of a 5 us call.
+struct Needs {
+  bool grad = false;
+  bool tangent = false;
+};
+
+Needs needs_of(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts) {
   const bool grad_mode = at::GradMode::is_enabled();
-  auto needs = [&](const at::Tensor& t) {
-    return t.defined() && ((grad_mode && t.requires_grad()) || t._fw_grad(/*level=*/0).defined());
+  Needs n;
+  auto visit = [&](const at::Tensor& t) {
+    if (!t.defined()) return;
+    n.grad = n.grad || (grad_mode && t.requires_grad());
+    n.tangent = n.tangent || t._fw_grad(/*level=*/0).defined();
   };
-  for (const at::Tensor& t : inputs)
-    if (needs(t)) return true;
+  for (const at::Tensor& t : inputs) visit(t);
   for (const OptionalTensors* list : {&scales, &shifts})
     for (size_t k = 0; k < list->size(); ++k) {
       const std::optional<at::Tensor> r = list->get(k);
-      if (r.has_value() && needs(*r)) return true;
+      if (r.has_value()) visit(*r);
     }
-  return false;
+  return n;
 }
 
 class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
@@ -82,14 +91,24 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
     const size_t K = inputs.size();
     at::Tensor out = exchange_call(inputs, rebuild(scales, scale_slots, K), rebuild(shifts, shift_slots, K), size,
                                    mode, align_corners, relu);
-    // The output (its sign is the ReLU mask), the scales and the inputs
-    // (the scale gradients need them). Shifts are not needed: their
-    // gradient is the masked sum.
-    std::vector<at::Tensor> saved{out};
-    saved.insert(saved.end(), inputs.begin(), inputs.end());
+    // What the backward reads and nothing more, as eager keeps for the
+    // same sum: the output when there is a ReLU (its sign is the mask), the
+    // scales, and the inputs that have one (the scale's gradient reads
+    // them). Every other input is kept as its size and layout, so it may
+    // be edited in place before backward or be an inference tensor.
+    std::vector<at::Tensor> saved{relu ? out : at::Tensor()};
+    for (int64_t k : scale_slots) saved.push_back(inputs[static_cast<size_t>(k)]);
     saved.insert(saved.end(), scales.begin(), scales.end());
     ctx->save_for_backward(saved);
-    ctx->saved_data["k"] = static_cast<int64_t>(K);
+    std::vector<c10::SymInt> sizes;
+    c10::List<bool> channels_last;
+    for (const at::Tensor& x : inputs) {
+      sizes.push_back(x.sym_size(2));
+      sizes.push_back(x.sym_size(3));
+      channels_last.push_back(output_format(x) == at::MemoryFormat::ChannelsLast);
+    }
+    ctx->saved_data["sizes"] = std::move(sizes);
+    ctx->saved_data["channels_last"] = std::move(channels_last);
     ctx->saved_data["scale_slots"] = c10::List<int64_t>(scale_slots);
     ctx->saved_data["shifts"] = static_cast<int64_t>(shifts.size());
     ctx->saved_data["mode"] = std::string(mode);
@@ -100,14 +119,16 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
-    const int64_t K = ctx->saved_data["k"].toInt();
-    const std::vector<at::Tensor> inputs(saved.begin() + 1, saved.begin() + 1 + K);
-    const std::vector<at::Tensor> scales(saved.begin() + 1 + K, saved.end());
     const std::vector<int64_t> slots = ctx->saved_data["scale_slots"].toIntVector();
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
-    auto [grad_inputs, grad_scales, grad_shift] =
-        exchange_backward_call(grad_outputs[0], saved[0], inputs, rebuild(scales, slots, K), mode,
-                               ctx->saved_data["align_corners"].toBool(), ctx->saved_data["relu"].toBool());
+    const std::vector<c10::SymInt> sizes = ctx->saved_data["sizes"].toSymIntVector();
+    const size_t K = sizes.size() / 2;
+    const std::vector<at::Tensor> scaled(saved.begin() + 1, saved.begin() + 1 + slots.size());
+    const std::vector<at::Tensor> scales(saved.begin() + 1 + slots.size(), saved.end());
+    const bool relu = ctx->saved_data["relu"].toBool();
+    auto [grad_inputs, grad_scales, grad_shift] = exchange_backward_call(
+        grad_outputs[0], relu ? std::optional<at::Tensor>(saved[0]) : std::nullopt, rebuild(scaled, slots, K, false), sizes,
+        ctx->saved_data["channels_last"].toBoolList(), rebuild(scales, slots, K), ctx->saved_data["mode"].toStringRef(),
+        ctx->saved_data["align_corners"].toBool(), relu);
     // One entry per forward argument, the tensors of each list flattened:
     // inputs..., scales..., shifts..., then the six other arguments.
     variable_list grads(grad_inputs.begin(), grad_inputs.end());
@@ -121,7 +142,13 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction> {
 
 at::Tensor exchange_autograd(at::TensorList inputs, const OptionalTensors& scales, const OptionalTensors& shifts,
                              c10::SymIntArrayRef size, c10::string_view mode, bool align_corners, bool relu) {
-  if (!needs_autograd(inputs, scales, shifts)) {
+  const Needs needs = needs_of(inputs, scales, shifts);
+  // The fused kernels have no jvp: a tangent takes the definition's ATen
+  // ops, which carry it (and record the graph when one is wanted too).
+  if (needs.tangent)
+    return exchange_composite(inputs, scales, shifts, size, std::string_view(mode.data(), mode.size()),
+                              align_corners, relu);
+  if (!needs.grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return exchange_call(inputs, scales, shifts, size, mode, align_corners, relu);
   }

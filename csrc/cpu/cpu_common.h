@@ -21,8 +21,8 @@ struct AxisTaps {
   std::vector<T> l0, l1;
 
   AxisTaps() = default;
-  AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
-    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+  AxisTaps(int64_t in, int64_t out, Mode mode, bool align_corners, bool nearest_double) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners, nearest_double);
     i0.resize(out), i1.resize(out), l0.resize(out), l1.resize(out);
     for (int64_t p = 0; p < out; ++p) {
       const Tap<T> t = tap(a, p);
@@ -38,8 +38,8 @@ struct AdjointTaps {
   std::vector<int64_t> offset, p;
   std::vector<T> w;
 
-  AdjointTaps(int64_t in, int64_t out, Mode mode, bool align_corners) {
-    const Axis<T> a = make_axis<T>(in, out, mode, align_corners);
+  AdjointTaps(int64_t in, int64_t out, Mode mode, bool align_corners, bool nearest_double) {
+    const Axis<T> a = make_axis<T>(in, out, mode, align_corners, nearest_double);
     offset.reserve(in + 1);
     offset.push_back(0);
     for (int64_t q = 0; q < in; ++q) {
@@ -78,23 +78,6 @@ inline void with_value(int v, Fn&& fn) {
 template <typename Fn>
 inline void with_factor(int f, Fn&& fn) {
   with_value<2, 4, 8>(f, std::forward<Fn>(fn));
-}
-
-// An input count of 1 to 4, so a loop over planes runs with it fixed.
-template <typename Fn>
-inline void with_count(int m, Fn&& fn) {
-  with_value<1, 2, 3, 4>(m, std::forward<Fn>(fn));
-}
-
-template <typename scalar_t, typename acc_t>
-inline acc_t load(const scalar_t* p) {
-  return static_cast<acc_t>(*p);
-}
-
-// ReLU as torch.relu computes it: NaN stays NaN.
-template <typename acc_t>
-inline acc_t activate(acc_t v, bool relu) {
-  return relu && v < acc_t(0) ? acc_t(0) : v;
 }
 
 // Grain for at::parallel_for: tasks of at least ~32k elements.

@@ -12,6 +12,8 @@
 // input over the output pixels that read each source pixel (no atomics).
 // Per-channel sums are accumulated in double over a partition fixed by the
 // shapes, then reduced in order, so results do not depend on thread count.
+// Only what autograd keeps is read: out (when there is a ReLU) and the
+// inputs that have a scale.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -35,35 +37,37 @@ using cpu::AdjointTaps;
 using cpu::grain_for;
 
 template <typename scalar_t>
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_out,
-                                                                          const at::Tensor& out,
-                                                                          TensorList inputs,
-                                                                          const OptionalTensors& scales, Mode mode,
-                                                                          bool align_corners, bool relu) {
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::IntArrayRef input_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales, Mode mode,
+    bool align_corners, bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
-  const auto& x0 = inputs[0];
-  const int64_t N = x0.size(0), C = x0.size(1), H = out.size(2), W = out.size(3);
+  const int64_t N = grad_out.size(0), C = grad_out.size(1), H = grad_out.size(2), W = grad_out.size(3);
   const int64_t K = static_cast<int64_t>(inputs.size());
-  const auto fmt = output_format(x0);
+  const auto format_of = [&](int64_t k) {
+    return channels_last.get(k) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  };
+  const auto fmt = format_of(0);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::TensorOptions options = grad_out.options().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  const auto h_of = [&](int64_t k) { return input_sizes[2 * k]; };
+  const auto w_of = [&](int64_t k) { return input_sizes[2 * k + 1]; };
 
   std::vector<at::Tensor> grads(K);
-  for (int64_t k = 0; k < K; ++k) grads[k] = at::empty(inputs[k].sizes(), x0.options().memory_format(fmt));
-  if (out.numel() == 0) {
+  for (int64_t k = 0; k < K; ++k) grads[k] = at::empty({N, C, h_of(k), w_of(k)}, options.memory_format(fmt));
+  if (grad_out.numel() == 0) {
     for (auto& g : grads) g.zero_();
-    const auto acc = x0.options().dtype(affine_dtype(x0.scalar_type()));
+    const auto acc = options.dtype(affine_dtype(options.dtype().toScalarType()));
     return {grads, at::zeros({K, C}, acc), at::zeros({C}, acc)};
   }
 
   // A gradient of another dtype (autocast) is cast, as autograd would for
-  // the reference's ops.
-  const auto g = grad_out.to(x0.scalar_type()).contiguous(fmt);
-  const auto o = out.contiguous(fmt);
+  // the reference's ops. Without a ReLU, out is not read (nor needed).
+  const at::Tensor g = grad_out.to(options.dtype().toScalarType()).contiguous(fmt);
+  const at::Tensor o = relu ? out->contiguous(fmt) : g;
   constexpr auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
   // Each input's scale row, read in place where it can be; an absent
-  // scale (the identity) reads a row of ones. Rows of absent scales in the
-  // returned gradient are computed all the same (a dot per plane) and
-  // simply not handed to anyone.
+  // scale (the identity) reads a row of ones.
   const AffineRows given = affine_rows(scales, K, acc_type);
   std::vector<acc_t> ones;
   std::vector<const acc_t*> scale_of(K);
@@ -71,14 +75,18 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
     if (given.ptr[k] == nullptr && ones.empty()) ones.assign(C, acc_t(1));
     scale_of[k] = given.ptr[k] != nullptr ? static_cast<const acc_t*>(given.ptr[k]) : ones.data();
   }
+  // Inputs are given where their scale is (its gradient reads them); the
+  // others read as zeros, so their rows of the scale gradient are zero.
   std::vector<at::Tensor> xs(K);
   std::vector<bool> same(K);
   bool any_smaller = false;
   for (int64_t k = 0; k < K; ++k) {
-    xs[k] = inputs[k].contiguous(fmt);
-    same[k] = inputs[k].size(2) == H && inputs[k].size(3) == W;
+    const std::optional<at::Tensor> x = inputs.get(k);
+    if (x.has_value() && x->defined()) xs[k] = x->contiguous(fmt);
+    same[k] = h_of(k) == H && w_of(k) == W;
     any_smaller = any_smaller || !same[k];
   }
+  const auto data_of = [&](int64_t k) { return xs[k].defined() ? xs[k].template const_data_ptr<scalar_t>() : nullptr; };
   const scalar_t* g_p = g.const_data_ptr<scalar_t>();
   const scalar_t* o_p = o.const_data_ptr<scalar_t>();
 
@@ -86,7 +94,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   struct Smaller {
     int64_t k, h, w;
     AdjointTaps<acc_t> rows, cols;
-    const scalar_t* x;
+    const scalar_t* x;  // null: no scale, no dot
     scalar_t* gx;
     const acc_t* scale;
     // Nearest with an exact factor of 2, 4 or 8 along W (HRNet's case): the
@@ -98,9 +106,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   std::vector<Smaller> smaller;
   for (int64_t k = 0; k < K; ++k) {
     if (same[k]) continue;
-    const int64_t h = inputs[k].size(2), w = inputs[k].size(3);
-    smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners),
-                       AdjointTaps<acc_t>(w, W, mode, align_corners), xs[k].const_data_ptr<scalar_t>(),
+    const int64_t h = h_of(k), w = w_of(k);
+    // The adjoint of the forward's taps (exchange_cpu.cpp's Source).
+    const bool near64 = nearest_uses_double(std::is_same_v<scalar_t, double>, channels_last.get(k), C, H, W);
+    smaller.push_back({k, h, w, AdjointTaps<acc_t>(h, H, mode, align_corners, near64),
+                       AdjointTaps<acc_t>(w, W, mode, align_corners, near64), data_of(k),
                        grads[k].mutable_data_ptr<scalar_t>(), scale_of[k], 0, 0});
     smaller.back().group = cpu::exact_nearest_factor(w, W, mode);
     smaller.back().group_h = cpu::exact_nearest_factor(h, H, mode);
@@ -147,10 +157,16 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   const int m = static_cast<int>(same_k.size());
   std::vector<scalar_t*> gx_base(m);
   std::vector<const scalar_t*> x_base(m);
+  bool any_absent = false;
   for (int j = 0; j < m; ++j) {
     gx_base[j] = grads[same_k[j]].mutable_data_ptr<scalar_t>();
-    x_base[j] = xs[same_k[j]].const_data_ptr<scalar_t>();
+    x_base[j] = data_of(same_k[j]);
+    any_absent = any_absent || x_base[j] == nullptr;
   }
+  // What pass 1 reads for an absent same-size input: zeros (at most C
+  // channels or kChunk pixels at a time), so its dot is zero.
+  const std::vector<scalar_t> zeros(any_absent ? std::max<int64_t>(C, cpu::kChunk) : 0, scalar_t(0));
+  const auto x_at = [&](int j, int64_t e) { return x_base[j] != nullptr ? x_base[j] + e : zeros.data(); };
 
   // channels_last helpers. Pass 1 for output row `row`: per-channel sums in
   // acc_t, added to the scratch's until cl_flush moves them to the unit's
@@ -173,7 +189,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   auto cl_pass1_row = [&](RowScratch& r, int64_t row, scalar_t* gm_row, scalar_t* scratch) {
     for (int64_t px = 0; px < W; ++px) {
       const int64_t e = (row * W + px) * C;
-      for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_base[j] + e;
+      for (int j = 0; j < m; ++j) r.gx[j] = gx_base[j] + e, r.x[j] = x_at(j, e);
       cpu::grad_same_any<1>(g_p + e, o_p + e, gm_row ? gm_row + px * C : scratch, r.gx.data(), r.scale.data(),
                             r.x.data(), r.shift_row.data(), r.parts.data(), m, C, relu);
     }
@@ -204,7 +220,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
       }
       const int64_t base = (unit * sm.w + qw) * C;
       cpu::scale_store_channels(sm.gx + base, sm.scale, r.acc.data(), C);
-      cpu::add_product_into(r.part.data(), r.acc.data(), sm.x + base, C);
+      if (sm.x != nullptr) cpu::add_product_into(r.part.data(), r.acc.data(), sm.x + base, C);
     }
     for (int64_t c = 0; c < C; ++c) scale_part[sm.k][unit * C + c] = r.part[c];
   };
@@ -257,35 +273,6 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
         }
       });
     }
-  } else if (smaller.empty() && m >= 1 && m <= 4 && H * W <= cpu::kChunk) {
-    // Every input same-size and planes of one chunk (HRNet's coarse output
-    // branches, e.g. 8x6): the general loop below with its per-plane work
-    // hoisted out. The input count is a compile-time constant for the whole
-    // task and gm is never stored; the sums are the same, in the same order.
-    const int64_t HW = H * W;
-    cpu::with_count(m, [&](auto count) {
-      constexpr int M = decltype(count)::value;
-      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
-        scalar_t* gx[4];
-        const scalar_t* x[4];
-        const acc_t* scale[4];
-        acc_t part[4];
-        acc_t* part_p[4] = {&part[0], &part[1], &part[2], &part[3]};
-        int64_t c = begin % C;
-        for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
-          const int64_t off = plane * HW;
-          for (int j = 0; j < M; ++j) {
-            gx[j] = gx_base[j] + off, x[j] = x_base[j] + off, scale[j] = scale_of[same_k[j]] + c;
-            part[j] = acc_t(0);
-          }
-          acc_t t = 0;
-          cpu::grad_same<M, 0, false>(g_p + off, o_p + off, static_cast<scalar_t*>(nullptr), gx, scale, x, &t,
-                                      part_p, HW, relu);
-          shift_part[plane] = static_cast<double>(t);
-          for (int j = 0; j < M; ++j) scale_part[same_k[j]][plane] = static_cast<double>(part[j]);
-        }
-      });
-    });
   } else {
     // Unit = plane (n, c); sums in acc_t within chunks of kChunk elements,
     // chunks added in double, so long planes keep their precision.
@@ -313,7 +300,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
           const int64_t off = plane * HW + start, len = std::min(cpu::kChunk, HW - start);
           for (int j = 0; j < m; ++j) {
             gx[j] = gx_base[j] + off;
-            x[j] = x_base[j] + off;
+            x[j] = x_at(j, off);
           }
           acc_t t = 0;
           std::fill(part.begin(), part.end(), acc_t(0));
@@ -352,7 +339,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
           }
           const int64_t off = plane * h * w;
           cpu::scale_store(sm.gx + off, sm.scale[c], gsum.data(), h * w);
-          scale_part[sm.k][plane] = cpu::dot(gsum.data(), sm.x + off, h * w);
+          scale_part[sm.k][plane] = sm.x != nullptr ? cpu::dot(gsum.data(), sm.x + off, h * w) : 0.0;
         }
       }
     });
@@ -367,18 +354,18 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
   };
   const auto shift_total = reduce(shift_part, units1);
   // The totals (double) are rounded once, into the accumulation dtype.
-  auto gs = at::empty({K, C}, x0.options().dtype(acc_type));
-  auto gb = at::empty({C}, x0.options().dtype(acc_type));
+  auto gs = at::empty({K, C}, options.dtype(acc_type));
+  auto gb = at::empty({C}, options.dtype(acc_type));
   acc_t* gs_p = gs.template mutable_data_ptr<acc_t>();
   acc_t* gb_p = gb.template mutable_data_ptr<acc_t>();
   for (int64_t c = 0; c < C; ++c) gb_p[c] = static_cast<acc_t>(shift_total[c]);
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t units = same[k] ? units1 : (cl ? N * inputs[k].size(2) : N);
+    const int64_t units = same[k] ? units1 : (cl ? N * h_of(k) : N);
     const auto scale_total = reduce(scale_part[k], units);
     for (int64_t c = 0; c < C; ++c) gs_p[k * C + c] = static_cast<acc_t>(scale_total[c]);
   }
   for (int64_t k = 0; k < K; ++k) {
-    const auto want = output_format(inputs[k]);
+    const auto want = format_of(k);
     if (want != fmt) grads[k] = grads[k].contiguous(want);
   }
   return {grads, gs, gb};
@@ -387,15 +374,19 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> backward_impl(const 
 }  // namespace
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const OptionalTensors& scales,
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::IntArrayRef input_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu) {
   const std::string_view mode_name(mode.data(), mode.size());
-  check_exchange_backward(grad_out, out, inputs, scales, mode_name);
+  check_exchange_backward(grad_out, out, inputs, c10::fromIntArrayRefSlow(input_sizes), channels_last, scales,
+                          mode_name, relu);
   const Mode m = parse_mode(mode_name);
   std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs[0].scalar_type(), "hrnet_fast::exchange_backward",
-                                  [&] { result = backward_impl<scalar_t>(grad_out, out, inputs, scales, m,
-                                                                         align_corners, relu); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, backward_dtype(grad_out, out),
+                                  "hrnet_fast::exchange_backward", [&] {
+                                    result = backward_impl<scalar_t>(grad_out, out, inputs, input_sizes,
+                                                                     channels_last, scales, m, align_corners, relu);
+                                  });
   return result;
 }
 

@@ -59,8 +59,11 @@ struct Source {
         scale(scale_row),
         same(h == H && w == W) {
     if (!same) {
-      rows = AxisTaps<acc_t>(h, H, mode, align_corners);
-      cols = AxisTaps<acc_t>(w, W, mode, align_corners);
+      // Nearest picks its sources as F.interpolate does on x's layout.
+      const bool near64 = nearest_uses_double(x.scalar_type() == at::kDouble,
+                                              output_format(x) == at::MemoryFormat::ChannelsLast, x.size(1), H, W);
+      rows = AxisTaps<acc_t>(h, H, mode, align_corners, near64);
+      cols = AxisTaps<acc_t>(w, W, mode, align_corners, near64);
       repeat = cpu::exact_nearest_factor(w, W, mode);
       both_axes = repeat != 0 && cpu::exact_nearest_factor(h, H, mode) == repeat;
     }
@@ -128,92 +131,68 @@ at::Tensor forward_rows(TensorList inputs, const at::opmath_type<scalar_t>* cons
   if (fmt == at::MemoryFormat::ChannelsLast) {
     // One task = output rows (n, h); the inner loops run over contiguous
     // channel vectors, or whole rows of W * C. A bilinear smaller input is
-    // interpolated along W once per source row (kept while consecutive
-    // output rows read it) and blended along H as whole rows.
+    // interpolated along W once per source row (SourceRows keeps it while
+    // consecutive output rows read it) and blended along H as whole rows.
     at::parallel_for(0, N * H, grain_for(W * C), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(direct ? 0 : W * C);
-      // Shifts and same-size scales tiled along a row, so the same-size
-      // inputs are summed in one loop over W * C per row rather than W
-      // loops over C (HRNet's fine branches have few channels).
-      std::vector<acc_t> shift_tiled(W * C), scale_tiled(m * W * C);
       std::vector<const acc_t*> scale(m);
       std::vector<const scalar_t*> x(m);
-      for (int64_t w = 0; w < W; ++w) std::copy(shift_sum.begin(), shift_sum.end(), shift_tiled.begin() + w * C);
-      for (int j = 0; j < m; ++j) {
-        scale[j] = scale_tiled.data() + j * W * C;
-        for (int64_t w = 0; w < W; ++w)
-          std::copy(same[j]->scale, same[j]->scale + C, scale_tiled.begin() + (j * W + w) * C);
-      }
+      for (int j = 0; j < m; ++j) scale[j] = same[j]->scale;
       // Per smaller input: two W-interpolated, scaled source rows and the
       // (n, source row) each holds, -1 when empty.
       std::vector<SourceRows<acc_t>> cache(nearest ? 0 : smaller.size(), SourceRows<acc_t>(W * C));
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, h = row % H;
         scalar_t* o = out_p + row * W * C;
-        for (int j = 0; j < m; ++j) x[j] = same[j]->data + row * W * C;
-        if (direct) {
-          cpu::affine_sum_any<1>(o, shift_tiled.data(), scale.data(), x.data(), m, W * C, relu);
-          continue;
-        }
-        // As in NCHW: the interpolated inputs into acc (the first writes
-        // it), then one pass with the shifts and same-size inputs.
-        for (size_t i = 0; i < smaller.size(); ++i) {
-          const auto* s = smaller[i];
-          const bool first = i == 0;
-          const scalar_t* base = s->data + n * s->h * s->w * C;
-          if (nearest) {
-            const scalar_t* src_row = base + s->rows.i0[h] * s->w * C;
-            for (int64_t w = 0; w < W; ++w) {
-              acc_t* a = acc.data() + w * C;
-              const scalar_t* px = src_row + s->cols.i0[w] * C;
-              if (first) {
-                cpu::mul_channels(a, s->scale, px, C);
-              } else {
-                cpu::axpy_channels(a, s->scale, px, C);
+        if (!direct) {
+          // As in NCHW: the interpolated inputs into acc (the first writes
+          // it), then one pass with the shifts and same-size inputs.
+          for (size_t i = 0; i < smaller.size(); ++i) {
+            const auto* s = smaller[i];
+            const bool first = i == 0;
+            const scalar_t* base = s->data + n * s->h * s->w * C;
+            if (nearest) {
+              const scalar_t* src_row = base + s->rows.i0[h] * s->w * C;
+              for (int64_t w = 0; w < W; ++w) {
+                acc_t* a = acc.data() + w * C;
+                const scalar_t* px = src_row + s->cols.i0[w] * C;
+                if (first) {
+                  cpu::mul_channels(a, s->scale, px, C);
+                } else {
+                  cpu::axpy_channels(a, s->scale, px, C);
+                }
               }
+              continue;
             }
-            continue;
+            auto interpolated = [&](int64_t r) {
+              return cache[i].get(n * s->h + r, [&](acc_t* t) {
+                const scalar_t* src_row = base + r * s->w * C;
+                for (int64_t w = 0; w < W; ++w)
+                  cpu::scaled_lerp_channels(t + w * C, s->scale, s->cols.l0[w], src_row + s->cols.i0[w] * C,
+                                            s->cols.l1[w], src_row + s->cols.i1[w] * C, C);
+              });
+            };
+            const acc_t* t0 = interpolated(s->rows.i0[h]);
+            const acc_t* t1 = interpolated(s->rows.i1[h]);
+            if (first) {
+              cpu::lerp(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+            } else {
+              cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+            }
           }
-          auto interpolated = [&](int64_t r) {
-            return cache[i].get(n * s->h + r, [&](acc_t* t) {
-              const scalar_t* src_row = base + r * s->w * C;
-              for (int64_t w = 0; w < W; ++w)
-                cpu::scaled_lerp_channels(t + w * C, s->scale, s->cols.l0[w], src_row + s->cols.i0[w] * C,
-                                          s->cols.l1[w], src_row + s->cols.i1[w] * C, C);
-            });
-          };
-          const acc_t* t0 = interpolated(s->rows.i0[h]);
-          const acc_t* t1 = interpolated(s->rows.i1[h]);
-          if (first) {
-            cpu::lerp(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+        }
+        // The shifts and same-size inputs, pixel by pixel over the
+        // channels (plus acc).
+        for (int64_t w = 0; w < W; ++w) {
+          for (int j = 0; j < m; ++j) x[j] = same[j]->data + (row * W + w) * C;
+          if (direct) {
+            cpu::affine_sum_any<1>(o + w * C, shift_sum.data(), scale.data(), x.data(), m, C, relu);
           } else {
-            cpu::axpby(acc.data(), s->rows.l0[h], t0, s->rows.l1[h], t1, W * C);
+            cpu::affine_sum_add<1>(o + w * C, shift_sum.data(), acc.data() + w * C, scale.data(), x.data(), m, C,
+                                   relu);
           }
         }
-        cpu::affine_sum_add<1>(o, shift_tiled.data(), acc.data(), scale.data(), x.data(), m, W * C, relu);
       }
-    });
-    return out;
-  }
-
-  // NCHW, every input same-size (HRNet's coarsest output branch): one
-  // pass per plane with the input count fixed at compile time for the whole
-  // task, so the short planes (e.g. 8x6) pay no per-plane dispatch. The
-  // same sum as the general loop's direct case below.
-  if (direct && m >= 1 && m <= 4) {
-    const int64_t HW = H * W;
-    cpu::with_count(m, [&](auto count) {
-      constexpr int M = decltype(count)::value;
-      at::parallel_for(0, N * C, grain_for(HW), [&](int64_t begin, int64_t end) {
-        const acc_t* scale[4];
-        const scalar_t* x[4];
-        int64_t c = begin % C;
-        for (int64_t plane = begin; plane < end; ++plane, c = c + 1 == C ? 0 : c + 1) {
-          for (int j = 0; j < M; ++j) scale[j] = same[j]->scale + c, x[j] = same[j]->data + plane * HW;
-          cpu::affine_sum<M, 0, false>(out_p + plane * HW, &shift_sum[c], static_cast<const acc_t*>(nullptr), scale, x,
-                                       HW, relu);
-        }
-      });
     });
     return out;
   }
@@ -326,7 +305,8 @@ at::Tensor exchange_cpu(at::TensorList inputs, const OptionalTensors& scales, co
 // Backward lives in exchange_backward_cpu.cpp; both register here.
 namespace hrnet_fast {
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& out, at::TensorList inputs, const OptionalTensors& scales,
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::IntArrayRef input_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales,
     c10::string_view mode, bool align_corners, bool relu);
 }
 

@@ -215,9 +215,7 @@ inline void add_product_into(acc_t* __restrict acc, const acc_t* __restrict x, c
 // (a channels_last channel run): scales and accumulators are per element.
 // Stride 0 (an NCHW plane): one scalar scale per input and one scalar
 // accumulator each, reduced with omp simd in an order fixed by n.
-// StoreGm false: nothing reads gm afterwards (no smaller inputs, at most
-// four same-size ones), so gm_out is not written (may be null).
-template <int M, int Stride, bool StoreGm = true, typename acc_t, typename scalar_t>
+template <int M, int Stride, typename acc_t, typename scalar_t>
 inline void grad_same(const scalar_t* __restrict grad, const scalar_t* __restrict out, scalar_t* __restrict gm_out,
                       scalar_t* const* gx, const acc_t* const* scale, const scalar_t* const* x,
                       acc_t* __restrict shift_acc, acc_t* const* scale_acc, int64_t n, bool relu) {
@@ -231,7 +229,7 @@ inline void grad_same(const scalar_t* __restrict grad, const scalar_t* __restric
     for (int64_t i = 0; i < n; ++i) {
       const acc_t o = static_cast<acc_t>(out[i]), gi = static_cast<acc_t>(grad[i]);
       const acc_t gm = relu && o <= acc_t(0) ? acc_t(0) : gi;
-      if constexpr (StoreGm) gm_out[i] = static_cast<scalar_t>(gm);
+      gm_out[i] = static_cast<scalar_t>(gm);
       shift_acc[i] += gm;
       for (int k = 0; k < M; ++k) {
         g[k][i] = static_cast<scalar_t>(s[k][i] * gm);
@@ -244,7 +242,7 @@ inline void grad_same(const scalar_t* __restrict grad, const scalar_t* __restric
     for (int64_t i = 0; i < n; ++i) {
       const acc_t o = static_cast<acc_t>(out[i]), gi = static_cast<acc_t>(grad[i]);
       const acc_t gm = relu && o <= acc_t(0) ? acc_t(0) : gi;
-      if constexpr (StoreGm) gm_out[i] = static_cast<scalar_t>(gm);
+      gm_out[i] = static_cast<scalar_t>(gm);
       t += gm;
       if constexpr (M > 0) g[0][i] = static_cast<scalar_t>(s[0][0] * gm), d0 += gm * static_cast<acc_t>(p[0][i]);
       if constexpr (M > 1) g[1][i] = static_cast<scalar_t>(s[1][0] * gm), d1 += gm * static_cast<acc_t>(p[1][i]);

@@ -116,24 +116,33 @@ at::Tensor exchange_cuda(TensorList inputs, const OptionalTensors& scales, const
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& out, TensorList inputs, const OptionalTensors& scales,
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& out, const OptionalTensors& inputs,
+    c10::SymIntArrayRef sym_sizes, const c10::List<bool>& channels_last, const OptionalTensors& scales,
     std::string_view mode, bool align_corners, bool relu) {
-  check_exchange_backward(grad_out, out, inputs, scales, mode);
-  check_common(inputs);
-  check_plane(out, "the output");
-  const at::Tensor& x0 = inputs[0];
-  const c10::cuda::CUDAGuard guard(x0.device());
+  check_exchange_backward(grad_out, out, inputs, sym_sizes, channels_last, scales, mode, relu);
+  TORCH_CHECK(grad_out.is_cuda(), "hrnet_fast.exchange (cuda): grad_out must be a CUDA tensor");
   const auto K = static_cast<int64_t>(inputs.size());
-  const int64_t C = x0.size(1);
-  const at::ScalarType acc = affine_dtype(x0.scalar_type());
-  const auto acc_opts = at::TensorOptions().dtype(acc).device(x0.device());
+  TORCH_CHECK_VALUE(K <= cuda::kMaxLaunchInputs, "hrnet_fast.exchange (cuda): at most ", cuda::kMaxLaunchInputs,
+                    " inputs, got ", K);
+  check_plane(grad_out, "the output");
+  const c10::cuda::CUDAGuard guard(grad_out.device());
+  const int64_t N = grad_out.size(0), C = grad_out.size(1);
+  const at::ScalarType dtype = backward_dtype(grad_out, out);
+  const at::ScalarType acc = affine_dtype(dtype);
+  const auto acc_opts = at::TensorOptions().dtype(acc).device(grad_out.device());
+  const auto opts = grad_out.options().dtype(dtype);
 
   std::vector<at::Tensor> grads;
-  grads.reserve(inputs.size());
-  for (const auto& x : inputs) grads.push_back(at::empty(x.sizes(), x.options().memory_format(output_format(x))));
+  grads.reserve(K);
+  for (int64_t k = 0; k < K; ++k) {
+    const auto fmt = channels_last.get(k) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    grads.push_back(at::empty({N, C, sym_sizes[2 * k].expect_int(), sym_sizes[2 * k + 1].expect_int()},
+                              opts.memory_format(fmt)));
+    check_plane(grads.back(), "an input");
+  }
   at::Tensor grad_scales = at::empty({K, C}, acc_opts);
   at::Tensor grad_shift = at::empty({C}, acc_opts);
-  if (out.numel() == 0) {
+  if (grad_out.numel() == 0) {
     for (auto& g : grads) g.zero_();
     grad_scales.zero_();
     grad_shift.zero_();
@@ -141,27 +150,38 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   }
 
   cuda::BackwardDesc d{};
-  d.dtype = dtype_of(x0);
+  d.dtype = dtype_of(grads[0]);
   d.mode = parse_mode(mode);
   d.align_corners = align_corners;
   d.relu = relu;
-  d.channels_last = output_format(x0) == at::MemoryFormat::ChannelsLast;
+  d.channels_last = channels_last.get(0);
   d.k = static_cast<int>(K);
   // A gradient of another dtype (e.g. from autocast) is cast, as autograd
   // would for the reference's ops; otherwise it is read where it is.
-  const at::Tensor g = readable(grad_out.scalar_type() == x0.scalar_type() ? grad_out : grad_out.to(x0.scalar_type()));
-  const at::Tensor o = readable(out);
+  const at::Tensor g = readable(grad_out.scalar_type() == dtype ? grad_out : grad_out.to(dtype));
+  // Without a ReLU out is neither given nor read: the plan takes its sizes
+  // from grad's view.
+  const at::Tensor o = relu ? readable(*out) : g;
   std::vector<at::Tensor> xs;
-  xs.reserve(inputs.size());
+  xs.reserve(K);
   for (int k = 0; k < d.k; ++k) {
-    xs.push_back(readable(inputs[k]));
-    d.x[k] = view_of(xs.back());
     d.gx[k] = view_of(grads[k]);
+    // An input is read only for its scale's gradient, and given exactly
+    // there; the others are their gradient's sizes with no data.
+    const std::optional<at::Tensor> x = inputs.get(k);
+    if (x.has_value() && x->defined()) {
+      xs.push_back(readable(*x));
+      d.x[k] = view_of(xs.back());
+    } else {
+      d.x[k] = d.gx[k];
+      d.x[k].data = nullptr;
+    }
   }
-  const AffineRows s = affine_rows(scales, inputs.size(), acc, 16);
+  const AffineRows s = affine_rows(scales, K, acc, 16);
   for (int k = 0; k < d.k; ++k) d.scale[k] = s.ptr[k];
   d.grad = view_of(g);
   d.out = view_of(o);
+  if (!relu) d.out.data = nullptr;
   d.grad_scales = grad_scales.data_ptr();
   d.grad_shift = grad_shift.data_ptr();
 
@@ -169,7 +189,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> exchange_backward_cu
   // One scratch buffer per call from the caching allocator: partial rows
   // and partial sums (exchange_plan.h lays them out).
   const at::Tensor scratch = at::empty({std::max<int64_t>(plan.scratch_bytes, 1)}, acc_opts.dtype(at::kByte));
-  cuda::launch_backward(d, plan, scratch.data_ptr(), c10::cuda::getCurrentCUDAStream(x0.device().index()).stream());
+  cuda::launch_backward(d, plan, scratch.data_ptr(), c10::cuda::getCurrentCUDAStream(grad_out.device().index()).stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {grads, grad_scales, grad_shift};
 }

@@ -1,7 +1,8 @@
 """The Triton backend: hrnet_fast.triton's ops (imported on first use:
 importing triton is slow, and TRITON_INTERPRET must be set before it is).
 Conv terms run inside the one-pass implicit-GEMM kernel where it takes
-them, else as library convolutions."""
+them, else as library convolutions. A call with a forward-mode tangent runs
+the definition's ops (the kernels have no jvp)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +12,9 @@ from typing import FrozenSet, List, Optional
 import torch
 from torch import Tensor
 
-from ..contract import ExchangeCall
+from ..contract import ExchangeCall, check_values, has_tangent
 from .base import Backend, lower_convs
+from .reference import run_reference
 
 # Fixed at import: TRITON_INTERPRET only takes effect if set before triton
 # is imported, and constants keep the dispatch traceable by torch.compile.
@@ -53,6 +55,11 @@ class TritonBackend(Backend):
         return reasons
 
     def run(self, call: ExchangeCall) -> Tensor:
+        if has_tangent(call):
+            # The kernels have no jvp: forward-mode AD takes the definition's
+            # ops, which carry tangents (as the C++ backends do).
+            check_values(call)
+            return run_reference(call)
         from .. import triton as kernels  # registers the ops on first use
 
         if call.convs and self.conv_kernel_reasons(call):

@@ -61,20 +61,28 @@ def _affine(c, given=True):
     return torch.empty((c,), dtype=torch.float32, device=META) if given else None
 
 
+def _backward(out, inputs, scales, mode, align, relu):
+    """The backward as autograd calls it: out with a ReLU, the inputs that
+    have a scale, every input's shape and layout."""
+    kept = [x if s is not None else None for x, s in zip(inputs, scales)]
+    backward.launch_backward(torch.empty_like(out), out if relu else None, kept, [x.shape for x in inputs],
+                             [slots.is_cl(x) for x in inputs], scales, mode, align, relu)
+
+
 def _exchange(inputs, scales, shifts, mode, align=False, relu=True, backward_too=True):
     out = torch.empty((inputs[0].shape[0], inputs[0].shape[1], inputs[0].shape[2], inputs[0].shape[3]),
                       dtype=inputs[0].dtype, device=META,
                       memory_format=torch.channels_last if slots.is_cl(inputs[0]) else torch.contiguous_format)
     forward.launch_forward(out, inputs, scales, shifts, mode, align, relu)
     if backward_too:
-        backward.launch_backward(torch.empty_like(out), out, inputs, scales, mode, align, relu)
+        _backward(out, inputs, scales, mode, align, relu)
 
 
 def _exchange_sized(inputs, scales, shifts, size, mode, align=False):
     x0 = inputs[0]
     out = torch.empty((x0.shape[0], x0.shape[1], *size), dtype=x0.dtype, device=META)
     forward.launch_forward(out, inputs, scales, shifts, mode, align, True)
-    backward.launch_backward(torch.empty_like(out), out, inputs, scales, mode, align, True)
+    _backward(out, inputs, scales, mode, align, True)
 
 
 def _conv(inputs, scales, shifts, terms, mode, align=False, relu=True):

@@ -33,7 +33,7 @@ take these three launches per chunk of MAX_SLOTS.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -41,7 +41,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from ..contract import affine_dtype, follow_format
+from ..contract import affine_dtype
 from . import slots, tuning
 from .forward import MAX_SLOTS
 from .index import readers, tap, tap_weight
@@ -70,10 +70,11 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
     first block starts at 0, the last ends at w). The blocks partition
     [0, w), whatever the sizes."""
     BIL: tl.constexpr = (D & 3) == 3
+    NEAR64: tl.constexpr = (D >> 9) & 1
     CHUNK: tl.constexpr = 1 << ((D >> 5) & 15)
     sw = scale_value(sw, D, F64)
-    _a, before, _b = tap(tl.maximum(ow0 - 1, 0), w, W, sw, BIL, ALIGN, F64)
-    _c, last, _d = tap(tl.minimum(ow0 + BLOCK_W, W) - 1, w, W, sw, BIL, ALIGN, F64)
+    _a, before, _b = tap(tl.maximum(ow0 - 1, 0), w, W, sw, BIL, NEAR64, ALIGN, F64)
+    _c, last, _d = tap(tl.minimum(ow0 + BLOCK_W, W) - 1, w, W, sw, BIL, NEAR64, ALIGN, F64)
     lo = tl.where(ow0 == 0, 0, before + 1)
     hi = tl.where(ow0 + BLOCK_W >= W, w, last + 1)
     q = tl.arange(0, BLOCK_H * CHUNK)
@@ -81,7 +82,7 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
     for iw0 in range(lo, hi, CHUNK):
         iw = iw0 + q % CHUNK
         live = (oh < H) & (iw < hi)
-        begin, end = readers(iw, w, W, sw, BIL, ALIGN, F64)
+        begin, end = readers(iw, w, W, sw, BIL, NEAR64, ALIGN, F64)
         count = tl.where(live, end - begin, 0)
         if F64:
             acc = tl.zeros([BLOCK_H * CHUNK, BLOCK_C], tl.float64)
@@ -90,7 +91,7 @@ def _w_pass(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, ow0, c, cmask, H, W, C: tl.
         for j in range(0, tl.max(count, 0)):
             ow = begin + j
             on = j < count
-            wt = tap_weight(ow, iw, w, W, sw, BIL, ALIGN, F64)
+            wt = tap_weight(ow, iw, w, W, sw, BIL, NEAR64, ALIGN, F64)
             off = pixel_offset(n, oh * W + ow, c, wide(H, I64) * W, C, CL)
             g = _masked_grad(grad_ptr, out_ptr, off, on[:, None] & cmask[None, :], RELU, F64)
             acc += wt.to(acc.dtype)[:, None] * g
@@ -240,6 +241,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
     """One band of BLOCK_H source rows of slot k: G = H-adjoint of T,
     grad_x = scale * G, and the band's sum of G * x."""
     BIL: tl.constexpr = (D & 3) == 3
+    NEAR64: tl.constexpr = (D >> 9) & 1
     sh = scale_value(sh, D, F64)
     XCL: tl.constexpr = (D >> 2) & 1
     HAS_S: tl.constexpr = (D >> 3) & 1
@@ -252,7 +254,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
     cmask = c < C
     q = tl.arange(0, BLOCK_H * BLOCK_W)
     ih = (band % bands) * BLOCK_H + q // BLOCK_W
-    begin, end = readers(ih, h, H, sh, BIL, ALIGN, F64)
+    begin, end = readers(ih, h, H, sh, BIL, NEAR64, ALIGN, F64)
     count = tl.where(ih < h, end - begin, 0)
     steps = tl.max(count, 0)
     # Running tile of G * x, reduced over pixels after the loop.
@@ -273,7 +275,7 @@ def _h_pass(pid, psum_ptr, seg, x_ptr, s_ptr, t_ptr, d_ptr, h, w, sh, H, W, C: t
         for j in range(0, steps):
             oh = begin + j
             on = (j < count) & pmask
-            wt = tap_weight(oh, ih, h, H, sh, BIL, ALIGN, F64)
+            wt = tap_weight(oh, ih, h, H, sh, BIL, NEAR64, ALIGN, F64)
             t = tl.load(t_ptr + source_offset(n, oh, iw, c, H, w, C, CL), mask=on[:, None] & cmask[None, :],
                         other=0.0)
             g += wt.to(g.dtype)[:, None] * t
@@ -372,50 +374,58 @@ def exchange_bwd_reduce_kernel(
             tl.store(scales_ptr + (ROW0 + out_row) * C + c, acc, mask=cmask)
 
 
-def _empty_grad(x: Tensor) -> Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=follow_format(x))
-
-
-def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: List[Optional[Tensor]],
-                    mode: str, align_corners: bool, relu: bool, want_gm: bool = False
-                    ) -> Tuple[List[Tensor], Tensor, Tensor, Optional[Tensor]]:
+def launch_backward(grad: Tensor, out: Optional[Tensor], inputs: List[Optional[Tensor]], shapes: List[Sequence[int]],
+                    channels_last: List[bool], scales: List[Optional[Tensor]], mode: str, align_corners: bool,
+                    relu: bool, want_gm: bool = False) -> Tuple[List[Tensor], Tensor, Tensor, Optional[Tensor]]:
     """Gradients of every input, of the given scales ((given, C), in their
     order), the (C,) gradient every shift and conv bias shares, in the
     accumulation dtype, and (want_gm) the masked output gradient.
-    `grad` must have `out`'s layout; inputs standard layouts."""
-    n_img, channels, height, width = (int(v) for v in out.shape)
-    acc = affine_dtype(out.dtype)
+    Inputs (standard layouts) are read only where their scale is given, and
+    None elsewhere is fine; `shapes` and `channels_last` describe them all
+    (their gradients take that layout). `grad` is in the output's layout;
+    `out` is read only when relu."""
+    n_img, channels, height, width = (int(v) for v in grad.shape)
+    acc = affine_dtype(grad.dtype)
     given = [k for k, s in enumerate(scales) if s is not None]
-    grad_scales = torch.empty((len(given), channels), dtype=acc, device=out.device)
-    grad_shift = torch.empty((channels,), dtype=acc, device=out.device)
-    grads = [_empty_grad(x) for x in inputs]
-    gm = torch.empty_like(out) if want_gm and relu else (grad if want_gm else None)
-    if out.numel() == 0:
+    grad_scales = torch.empty((len(given), channels), dtype=acc, device=grad.device)
+    grad_shift = torch.empty((channels,), dtype=acc, device=grad.device)
+    grads = [torch.empty(tuple(shape), dtype=grad.dtype, device=grad.device,
+                         memory_format=torch.channels_last if cl else torch.contiguous_format)
+             for shape, cl in zip(shapes, channels_last)]
+    gm = torch.empty_like(grad) if want_gm and relu else (grad if want_gm else None)
+    if grad.numel() == 0:
         for g in grads:
             g.zero_()
         return grads, grad_scales.zero_(), grad_shift.zero_(), gm
     size = (height, width)
-    cl = slots.is_cl(out)
-    rows_cfg, cols_cfg, red_cfg = tuning.backward_configs(grad, inputs, size, mode)
+    cl = slots.is_cl(grad)
+    shapes = [tuple(int(v) for v in shape) for shape in shapes]
+    rows_cfg, cols_cfg, red_cfg = tuning.backward_configs(grad, shapes, size, mode)
     bh, bw, bc = rows_cfg["BLOCK_H"], rows_cfg["BLOCK_W"], rows_cfg["BLOCK_C"]
     ch, cw, cc = (cols_cfg["BLOCK_H"], cols_cfg["BLOCK_W"], cols_cfg["BLOCK_C"]) if cols_cfg else (1, 1, 1)
     align = bool(align_corners and mode == "bilinear")
-    coarse = [k for k, x in enumerate(inputs) if slots.kind(x, size, mode) != slots.DIRECT]
+    f64 = grad.dtype == torch.float64
+    coarse = [k for k, shape in enumerate(shapes) if slots.kind(shape, size, mode) != slots.DIRECT]
+    # An input's descriptor bits read its layout as the kernels address it:
+    # its own when given (a standard layout), else its gradient's.
+    layout = [slots.is_cl(x) if x is not None else slots.is_cl(g) for x, g in zip(inputs, grads)]
+    near64 = [slots.nearest_uses_double(shape, c, grad.dtype, grad.device, size, mode)
+              for shape, c in zip(shapes, channels_last)]
     # The W-pass intermediates T_k (N, C, H, w_k), in grad's layout (the
     # kernels only take their address and sizes).
-    t_of = {k: torch.empty((n_img * channels * height * int(inputs[k].shape[3]),), dtype=acc, device=out.device)
+    t_of = {k: torch.empty((n_img * channels * height * shapes[k][3],), dtype=acc, device=grad.device)
             for k in coarse}
     rows_bands = n_img * triton.cdiv(height, bh)
-    cols_bands = [n_img * triton.cdiv(int(inputs[k].shape[2]), ch) for k in coarse]
+    cols_bands = [n_img * triton.cdiv(shapes[k][2], ch) for k in coarse]
     rs = max([rows_bands] + cols_bands)
-    psum = torch.empty((1 + MAX_SLOTS, rs, channels), dtype=acc, device=out.device)
-    i64 = slots.needs_int64([out, *inputs, *t_of.values(), psum])
+    psum = torch.empty((1 + MAX_SLOTS, rs, channels), dtype=acc, device=grad.device)
+    i64 = slots.needs_int64([grad, *grads, *t_of.values(), psum])
     rows_kernel = wrap_triton(exchange_bwd_rows_kernel)
     cols_kernel = wrap_triton(exchange_bwd_cols_kernel)
     red_kernel = wrap_triton(exchange_bwd_reduce_kernel)
     scale_row = 0
-    for start in range(0, len(inputs), MAX_SLOTS):
-        chunk = list(range(start, min(start + MAX_SLOTS, len(inputs))))
+    for start in range(0, len(shapes), MAX_SLOTS):
+        chunk = list(range(start, min(start + MAX_SLOTS, len(shapes))))
         first = start == 0
         descs, rows_args, cols_args, lengths = [], [], [], [rows_bands if first else 0]
         for j in range(MAX_SLOTS):
@@ -426,21 +436,21 @@ def launch_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: Lis
                 lengths.append(0)
                 continue
             k = chunk[j]
-            x, s = inputs[k], scales[k]
-            direct = slots.kind(x, size, mode) == slots.DIRECT
-            chunk_log2 = 0 if direct else rows_cfg.get("CHUNK_LOG2", tuning.chunk_log2(bw, x.shape[3], width))
-            descs.append(slots.descriptor(x, size, mode, s, None, chunk_log2))
+            x, s, shape = inputs[k], scales[k], shapes[k]
+            direct = slots.kind(shape, size, mode) == slots.DIRECT
+            chunk_log2 = 0 if direct else rows_cfg.get("CHUNK_LOG2", tuning.chunk_log2(bw, shape[3], width))
+            descs.append(slots.descriptor(shape, layout[k], size, mode, s is not None, False, near64[k], chunk_log2))
             if direct:
                 rows_args += [x if s is not None else None, s, grads[k], None, None]
                 cols_args += [None] * 7
                 lengths.append(rows_bands if s is not None else 0)
             else:
-                sh, sw = slots.scales_of(x, size, mode, align_corners, out.dtype == torch.float64)
-                rows_args += [None, None, t_of[k], x.shape[3], sw]
-                cols_args += [x if s is not None else None, s, t_of[k], grads[k], x.shape[2], x.shape[3], sh]
+                sh, sw = slots.scales_of(shape, size, mode, align_corners, f64, near64[k])
+                rows_args += [None, None, t_of[k], shape[3], sw]
+                cols_args += [x if s is not None else None, s, t_of[k], grads[k], shape[2], shape[3], sh]
                 lengths.append(cols_bands[coarse.index(k)] if s is not None else 0)
         common = dict(C=channels, D0=descs[0], D1=descs[1], D2=descs[2], D3=descs[3])
-        roles = 1 + sum(slots.kind(inputs[k], size, mode) != slots.DIRECT for k in chunk)
+        roles = 1 + sum(slots.kind(shapes[k], size, mode) != slots.DIRECT for k in chunk)
         rows_kernel[(rows_bands * roles * triton.cdiv(channels, bc),)](
             grad, out if relu else None, gm if (want_gm and relu and first) else None, psum, *rows_args,
             n_img, height, width, rs, **common, CL=cl, ALIGN=align, RELU=bool(relu), SHIFT=first, I64=i64,

@@ -45,7 +45,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from . import slots, tuning
-from .forward import AUTOTUNE_KEYS, MAX_SLOTS, SCALES, slot_args
+from .forward import AUTOTUNE_KEYS, MAX_SLOTS, SCALES, slot_args, slot_descriptor
 from .tiles import affine, gather_slot, pixel_offset, wide
 
 MAX_CONVS = 3  # the deepest HRNet branch has three downsample chains
@@ -217,7 +217,7 @@ def launch_conv_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional
     for j in range(MAX_SLOTS):
         if j < len(inputs):
             args += slot_args(inputs[j], scales[j], shifts[j], size, mode, align_corners)
-            descs.append(slots.descriptor(inputs[j], size, mode, scales[j], shifts[j]))
+            descs.append(slot_descriptor(inputs[j], scales[j], shifts[j], size, mode))
         else:
             args += slot_args(None, None, None, size, mode, align_corners)
             descs.append(slots.UNUSED)

@@ -117,10 +117,17 @@ def slot_args(x: Optional[Tensor], scale: Optional[Tensor], shift: Optional[Tens
     same-size or unused, so nothing is passed for them)."""
     if x is None:
         return [None] * 7
-    if slots.kind(x, size, mode) == slots.DIRECT:
+    if slots.kind(x.shape, size, mode) == slots.DIRECT:
         return [x, scale, shift, None, None, None, None]
+    shape, _, near64 = slots.facts(x, size, mode)
     return [x, scale, shift, x.shape[2], x.shape[3],
-            *slots.scales_of(x, size, mode, align_corners, x.dtype == torch.float64)]
+            *slots.scales_of(shape, size, mode, align_corners, x.dtype == torch.float64, near64)]
+
+
+def slot_descriptor(x: Tensor, scale: Optional[Tensor], shift: Optional[Tensor], size, mode: str) -> int:
+    """One input slot's compile-time descriptor (slots.py)."""
+    shape, cl, near64 = slots.facts(x, size, mode)
+    return slots.descriptor(shape, cl, size, mode, scale is not None, shift is not None, near64)
 
 
 def launch_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional[Tensor]],
@@ -163,7 +170,7 @@ def launch_forward(out: Tensor, inputs: List[Tensor], scales: List[Optional[Tens
             if j < len(chunk):
                 k = chunk[j]
                 args += slot_args(inputs[k], scales[k], shifts[k], size, mode, align_corners)
-                descs.append(slots.descriptor(inputs[k], size, mode, scales[k], shifts[k]))
+                descs.append(slot_descriptor(inputs[k], scales[k], shifts[k], size, mode))
             else:
                 args += slot_args(None, None, None, size, mode, align_corners)
                 descs.append(slots.UNUSED)

@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..contract import follow_format
+from ..contract import backward_dtype, follow_format, saved_layout
 from . import slots
 from .backward import launch_backward
 from .conv_kernel import MAX_CONVS, kmajor_weight, launch_conv_forward
@@ -76,24 +76,33 @@ def exchange_triton(inputs: List[Tensor], scales: List[Tensor], scale_of: List[i
 
 
 @torch.library.triton_op("hrnet_fast::exchange_triton_backward", mutates_args=())
-def exchange_triton_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], scales: List[Tensor],
+def exchange_triton_backward(grad: Tensor, out: Optional[Tensor], inputs: List[Optional[Tensor]],
+                             input_sizes: List[int], channels_last: List[bool], scales: List[Tensor],
                              scale_of: List[int], conv_inputs: List[Tensor], conv_weights: List[Tensor], mode: str,
                              align_corners: bool, relu: bool
                              ) -> Tuple[List[Tensor], Tensor, Tensor, List[Tensor], List[Tensor]]:
     """Gradients of the inputs, of the given scales ((len(scales), C), in
     their order), of the (C,) shift every shift and conv bias shares (both
-    in the accumulation dtype), of the conv inputs and the conv weights."""
-    scale_rows = _rows(scales, scale_of, len(inputs))
-    torch.ops.hrnet_fast.exchange_check(inputs, scale_rows if scales else [], [], conv_inputs, conv_weights,
-                                        [None] * len(conv_inputs), [out.shape[2], out.shape[3]], mode)
-    x0 = inputs[0]
-    # The kernels read grad in out's layout (out is always standard).
-    fmt = torch.channels_last if slots.is_cl(out) else torch.contiguous_format
-    grad = slots.as_format(grad.to(x0.dtype), fmt)
-    xs = [slots.standard(x) for x in inputs]
-    scale_rows = _vectors(scale_rows)
-    grad_inputs, grad_scales, grad_shift, gm = launch_backward(grad, out, xs, scale_rows, mode, align_corners, relu,
-                                                               want_gm=bool(conv_inputs))
+    in the accumulation dtype), of the conv inputs and the conv weights.
+    As hrnet_fast::exchange_backward, it reads only what autograd keeps:
+    out when relu (else None), inputs[k] where scale k is given (the others
+    may be None), and every input's (h, w) and layout."""
+    k = len(inputs)
+    scale_rows = _rows(scales, scale_of, k)
+    torch.ops.hrnet_fast.exchange_backward_check(grad, out, inputs, input_sizes, channels_last,
+                                                 scale_rows if scales else [], conv_inputs, conv_weights, mode, relu)
+    dtype = backward_dtype(grad, out)
+    # The kernels read grad and out in the layout of the output, which
+    # follows inputs[0].
+    fmt = torch.channels_last if channels_last[0] else torch.contiguous_format
+    grad = slots.as_format(grad.to(dtype), fmt)
+    out = slots.as_format(out, fmt) if relu else None
+    xs = [None if x is None else slots.standard(x) for x in inputs]
+    n, c = grad.shape[0], grad.shape[1]
+    shapes = [(n, c, input_sizes[2 * j], input_sizes[2 * j + 1]) for j in range(k)]
+    grad_inputs, grad_scales, grad_shift, gm = launch_backward(grad, out, xs, shapes,
+                                                               list(channels_last), _vectors(scale_rows), mode,
+                                                               align_corners, relu, want_gm=bool(conv_inputs))
     grad_a, grad_w = [], []
     for a, w in zip(conv_inputs, conv_weights):
         ga, gw, _ = torch.ops.aten.convolution_backward(gm, a, w.to(a.dtype), None, [2, 2], [1, 1], [1, 1], False,
@@ -106,20 +115,26 @@ def exchange_triton_backward(grad: Tensor, out: Tensor, inputs: List[Tensor], sc
 def _setup_context(ctx, inputs, output) -> None:
     (tensors, scales, scale_of, shifts, shift_of, conv_inputs, conv_weights, conv_biases, bias_of, _size, mode,
      align_corners, relu) = inputs
-    ctx.save_for_backward(output, *tensors, *scales, *conv_inputs, *conv_weights)
+    # What the backward reads and nothing more (the C++ autograd's rule):
+    # the output when there is a ReLU, the inputs that have a scale, the
+    # scales and the conv terms; the other inputs as sizes and layouts.
+    ctx.save_for_backward(output if relu else None, *[tensors[j] for j in scale_of], *scales, *conv_inputs,
+                          *conv_weights)
     ctx.layout = (len(tensors), list(scale_of), len(shifts), len(conv_inputs), len(conv_biases),
-                  [not shift_of, not bias_of])
+                  [not shift_of, not bias_of], saved_layout(tensors))
     ctx.options = (mode, align_corners, relu)
 
 
 def _backward(ctx, grad):
-    k, scale_of, n_shifts, m, n_biases, (no_shifts, no_biases) = ctx.layout
+    k, scale_of, n_shifts, m, n_biases, (no_shifts, no_biases), (sizes, channels_last) = ctx.layout
     output, *rest = ctx.saved_tensors
-    tensors, rest = rest[:k], rest[k:]
+    scaled, rest = rest[:len(scale_of)], rest[len(scale_of):]
     scales, rest = rest[:len(scale_of)], rest[len(scale_of):]
     conv_inputs, conv_weights = rest[:m], rest[m:]
-    gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(grad, output, tensors, scales, scale_of,
-                                                                      conv_inputs, conv_weights, *ctx.options)
+    tensors = _rows(scaled, scale_of, k)
+    gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(grad, output, tensors, sizes, channels_last,
+                                                                      scales, scale_of, conv_inputs, conv_weights,
+                                                                      *ctx.options)
     grad_scales = [g.to(s.dtype) for g, s in zip(gs.unbind(0), scales)]
     # One entry per argument, shaped like it (autograd compares the
     # structures): an empty int list is an empty list, any other None.

@@ -48,8 +48,9 @@ def source_offset(n, ih, iw, c, h, w, C: tl.constexpr, CL: tl.constexpr):
 @triton.jit
 def scale_value(s, D: tl.constexpr, F64: tl.constexpr):
     """A slot's scale argument as tap() takes it (slots.axis_scale): a
-    float32 value, or for float64 bilinear the bits of a float64."""
-    if ((D & 3) == 3) and F64:
+    float32 value, or for float64 bilinear and NEAR64 nearest the bits of a
+    float64."""
+    if (((D & 3) == 3) and F64) or ((D >> 9) & 1):
         v = s.to(tl.int64).to(tl.float64, bitcast=True)
     else:
         v = s
@@ -72,8 +73,9 @@ def gather_slot(x_ptr, h, w, sh, sw, n, pix, oh, ow, c, mask, H, W, C: tl.conste
         off = pixel_offset(n, pix, c, wide(H, I64) * W, C, XCL)
         v = tl.load(x_ptr + off, mask=mask, other=0.0).to(acc_ty)
     elif KIND == 2:
-        ih = nearest_source(oh, h, H, sh)
-        iw = nearest_source(ow, w, W, sw)
+        NEAR64: tl.constexpr = (D >> 9) & 1
+        ih = nearest_source(oh, h, H, scale_value(sh, D, F64), NEAR64)
+        iw = nearest_source(ow, w, W, scale_value(sw, D, F64), NEAR64)
         off = source_offset(n, wide(ih, I64), iw, c, h, w, C, XCL)
         v = tl.load(x_ptr + off, mask=mask, other=0.0).to(acc_ty)
     else:

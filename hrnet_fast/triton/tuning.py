@@ -98,7 +98,7 @@ def forward_heuristic(dtype: torch.dtype, channels: int, cl: bool, n_bilinear: i
 
 
 def forward_config(out: Tensor, inputs: Sequence[Tensor], size: Sequence[int], mode: str) -> dict:
-    n_bil = sum(slots.kind(x, size, mode) == slots.BILINEAR for x in inputs[:4])
+    n_bil = sum(slots.kind(x.shape, size, mode) == slots.BILINEAR for x in inputs[:4])
     k = key("fwd", out.dtype, out.shape[1], out.shape[0] * size[0] * size[1], slots.pattern_key(inputs, size, mode))
     ch, pixels = _p2(out.shape[1]), _p2(size[0] * size[1] * (out.shape[0] if slots.is_cl(out) else 1))
     interp = {"BLOCK_P": min(pixels, max(INTERP_ELEMS // ch, 1)), "BLOCK_C": ch}
@@ -127,16 +127,16 @@ def cols_heuristic(dtype: torch.dtype, channels: int, cl: bool) -> dict:
             "num_stages": 1}
 
 
-def backward_configs(grad: Tensor, inputs: Sequence[Tensor], size: Sequence[int], mode: str) -> List[dict]:
-    """(rows, cols, reduce) configurations for one backward call (cols None
-    when no input is interpolated)."""
-    pattern = slots.pattern_key(inputs, size, mode)
-    pixels = grad.shape[0] * size[0] * size[1]
+def backward_configs(grad: Tensor, shapes: Sequence[Sequence[int]], size: Sequence[int], mode: str) -> List[dict]:
+    """(rows, cols, reduce) configurations for one backward call with inputs
+    of `shapes` (cols None when no input is interpolated)."""
     cl = slots.is_cl(grad)
+    pattern = slots.pattern_of(shapes, cl, size, mode)
+    pixels = grad.shape[0] * size[0] * size[1]
     ch = grad.shape[1]
     # Interpreter: whole planes per program (it runs programs one by one).
-    w_all = _p2(max([size[1]] + [x.shape[3] for x in inputs]))
-    h_all = _p2(max([size[0]] + [x.shape[2] for x in inputs]))
+    w_all = _p2(max([size[1]] + [s[3] for s in shapes]))
+    h_all = _p2(max([size[0]] + [s[2] for s in shapes]))
     interp = {"BLOCK_H": min(h_all, max(INTERP_ELEMS // (w_all * _p2(ch)), 1)), "BLOCK_W": w_all, "BLOCK_C": _p2(ch)}
     rows = _choose("bwd_rows", key("bwd_rows", grad.dtype, ch, pixels, pattern), rows_heuristic(grad.dtype, ch, cl),
                    interp)
@@ -195,7 +195,7 @@ def conv_config(out: Tensor, inputs: Sequence[Tensor], conv_inputs: Sequence[Ten
     pixels = out.shape[0] * size[0] * size[1]
     cins = [int(a.shape[1]) for a in conv_inputs]
     k = key("conv", out.dtype, out.shape[1], pixels, conv_pattern(inputs, conv_inputs, size, mode))
-    n_coarse = sum(slots.kind(x, size, mode) != slots.DIRECT for x in inputs)
+    n_coarse = sum(slots.kind(x.shape, size, mode) != slots.DIRECT for x in inputs)
     interp = {"BLOCK_M": min(_p2(pixels), 256), "BLOCK_N": max(_p2(out.shape[1]), 16),
               "BLOCK_K": conv_block_k(cins, out.dtype), "EARLY": n_coarse <= 1}
     heuristic = conv_heuristic(out.dtype, out.shape[1], cins, pixels, n_coarse, slots.is_cl(conv_inputs[0]))

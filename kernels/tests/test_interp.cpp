@@ -13,6 +13,7 @@ struct InterpCase {
   int out;
   int bilinear;
   int align_corners;
+  int nearest_double;  // F.interpolate took the float64 nearest formula here
   std::vector<double> x, y, gy, gx;
 };
 
@@ -31,7 +32,7 @@ void expect_close(double got, double want, double tol, const char* what, const I
 template <typename T>
 hrnet_fast::Axis<T> axis_of(const InterpCase& c) {
   return hrnet_fast::make_axis<T>(c.in, c.out, c.bilinear ? hrnet_fast::Mode::Bilinear : hrnet_fast::Mode::Nearest,
-                                  c.align_corners != 0);
+                                  c.align_corners != 0, c.nearest_double != 0);
 }
 
 // Forward: out[p] = l0 * x[i0] + l1 * x[i1] equals F.interpolate.
@@ -86,6 +87,20 @@ void check_float_indices(const InterpCase& c) {
   }
 }
 
+// The float64 nearest formula is not the float one on these cases: without
+// it the forward would read other sources (45 -> 129: 14 for 15 at 43).
+void check_formulas_part(const InterpCase& c) {
+  if (!c.nearest_double || c.bilinear) return;
+  const auto a = axis_of<double>(c);
+  const auto f = hrnet_fast::make_axis<double>(c.in, c.out, hrnet_fast::Mode::Nearest, false, false);
+  int differ = 0;
+  for (int p = 0; p < c.out; ++p) differ += hrnet_fast::tap(a, p).i0 != hrnet_fast::tap(f, p).i0;
+  if (differ == 0) {
+    std::printf("FAIL the two nearest formulas agree on in=%d out=%d: the case tests nothing\n", c.in, c.out);
+    ++failures;
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -94,6 +109,7 @@ int main() {
     check_forward(c);
     check_adjoint(c);
     check_float_indices(c);
+    check_formulas_part(c);
     ++n;
   }
   std::printf("%d cases, %d failures\n", n, failures);

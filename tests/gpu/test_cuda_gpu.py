@@ -241,7 +241,8 @@ def test_launches_per_call(channels_last):
     for mode, want in (("nearest", 2), ("bilinear", 3)):
         out = op(xs, scales, shifts, list(size), mode, False, True)
         grad = torch.randn_like(out)
-        names = cuda_kernels(lambda: bwd(grad, out, xs, scales, mode, False, True))
+        names = cuda_kernels(lambda: bwd(grad, out, xs, *hrnet_fast.contract.saved_layout(xs), scales, mode, False,
+                                         True))
         assert len(names) == want and all("backward_" in n for n in names), (mode, names)
 
 
@@ -407,8 +408,14 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.hrnet_fast.exchange.default, (xs, sc, sh, list(size), mode, ac, True))
         out = torch.ops.hrnet_fast.exchange(xs, sc, sh, list(size), mode, ac, True).detach()
         grad = torch.randn_like(out)
+        # What autograd passes: the inputs that have a scale, every input's
+        # (h, w) and layout; out only with a ReLU.
+        sizes, cl = hrnet_fast.contract.saved_layout(xs)
+        kept = [xs[0].detach(), None]
         torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default,
-                              (grad, out, [x.detach() for x in xs], [sc[0].detach(), None], mode, ac, True))
+                              (grad, out, kept, sizes, cl, [sc[0].detach(), None], mode, ac, True))
+        torch.library.opcheck(torch.ops.hrnet_fast.exchange_backward.default,
+                              (grad, None, kept, sizes, cl, [sc[0].detach(), None], mode, ac, False))
 
 
 def test_past_2_31_elements():

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hrnet_fast
+from hrnet_fast.contract import saved_layout
 from hrnet_fast.triton import aot_check, backward, conv_kernel, forward, tuning
 
 pytestmark = pytest.mark.cuda
@@ -151,12 +152,15 @@ def test_launch_counts():
     y = hrnet_fast.exchange(xs, ss, bs, mode="bilinear", backend="triton")
     grad = torch.randn_like(y)
     scale_of = [k for k, s in enumerate(ss) if s is not None]
+    kept = [x if s is not None else None for x, s in zip(xs, ss)]
+    sizes, cl = saved_layout(xs)
     bwd = _kernels_launched(lambda: torch.ops.hrnet_fast.exchange_triton_backward(
-        grad, y, xs, [ss[k] for k in scale_of], scale_of, [], [], "bilinear", False, True))
+        grad, y, kept, sizes, cl, [ss[k] for k in scale_of], scale_of, [], [], "bilinear", False, True))
     assert bwd == ["exchange_bwd_rows_kernel", "exchange_bwd_cols_kernel", "exchange_bwd_reduce_kernel"], bwd
     same = [xs[0], xs[0].clone()]  # nothing interpolated: no H pass
+    sizes, cl = saved_layout(same)
     bwd_same = _kernels_launched(lambda: torch.ops.hrnet_fast.exchange_triton_backward(
-        grad, y, same, [], [], [], [], "nearest", False, True))
+        grad, y, [None, None], sizes, cl, [], [], [], [], "nearest", False, True))
     assert bwd_same == ["exchange_bwd_rows_kernel", "exchange_bwd_reduce_kernel"], bwd_same
     xs, ss, bs, convs = row_tensors("w48", 3, 2, (32, 64), torch.bfloat16, True)
     conv = _kernels_launched(lambda: hrnet_fast.exchange(xs, ss, bs, convs=convs, backend="triton"))
@@ -201,8 +205,10 @@ def test_opcheck():
     args = (xs, ss, [1], bs, [0], [], [], [], [], [9, 7], "bilinear", True, True)
     torch.library.opcheck(torch.ops.hrnet_fast.exchange_triton.default, args)
     out = torch.ops.hrnet_fast.exchange_triton(*args)
+    sizes, cl = saved_layout(xs)
     torch.library.opcheck(torch.ops.hrnet_fast.exchange_triton_backward.default,
-                          (torch.randn_like(out), out, xs, ss, [1], [], [], "bilinear", True, True))
+                          (torch.randn_like(out), out, [None, xs[1], None], sizes, cl, ss, [1], [], [], "bilinear",
+                           True, True))
     a = torch.randn(2, 3, 18, 13, device=DEV).requires_grad_()
     w = torch.randn(5, 3, 3, 3, device=DEV).contiguous(memory_format=torch.channels_last).requires_grad_()
     b = torch.randn(5, device=DEV).requires_grad_()
@@ -254,8 +260,8 @@ def test_past_2_to_the_31_elements():
             torch.testing.assert_close(y[:, :, rows].float(), want, rtol=2e-3, atol=2e-3)
     del y
     gi, gs, gb, _, _ = torch.ops.hrnet_fast.exchange_triton_backward(
-        torch.ones(n, c, h, w, device=DEV, dtype=torch.float16), x0, [x0], [s0], [0], [], [], "nearest", False,
-        True)
+        torch.ones(n, c, h, w, device=DEV, dtype=torch.float16), x0, [x0], *saved_layout([x0]), [s0], [0], [], [],
+        "nearest", False, True)
     with torch.no_grad():
         positives = torch.zeros(c, device=DEV, dtype=torch.float64)
         for i in range(0, h, 4096):

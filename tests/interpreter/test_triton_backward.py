@@ -5,6 +5,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
+from exchange_cases import nearest_adjoint
 
 
 def _grads(backend, xs, ss, bs, grad, **kw):
@@ -122,3 +123,74 @@ def test_backward_empty_batch():
     y.sum().backward()
     assert xs[0].grad.shape == (0, 4, 6, 5) and xs[1].grad.shape == (0, 4, 3, 3)
     assert torch.equal(s.grad, torch.zeros(4))
+
+
+def test_backward_nearest_float64_follows_the_forward_sources():
+    # 45 -> 129 rows: the CPU's float64 nearest formula (interp.h); the
+    # adjoint must read the sources the forward read (nearest_adjoint: not
+    # autograd through F.interpolate, whose backward differs here).
+    x0 = torch.randn(1, 2, 129, 9, dtype=torch.float64)
+    x1 = torch.randn(1, 2, 45, 4, dtype=torch.float64)
+    grad = torch.randn(1, 2, 129, 9, dtype=torch.float64)
+    a = leaf_copies([x0, x1])
+    y = hrnet_fast.exchange(a, mode="nearest", relu=False, backend="triton")
+    assert torch.equal(y, hrnet_fast.reference([x0, x1], mode="nearest", relu=False))
+    got = torch.autograd.grad(y, a, grad)
+    assert_close_nonzero(got[0], grad, rtol=0, atol=0)
+    assert_close_nonzero(got[1], nearest_adjoint(x1, grad), rtol=1e-12, atol=1e-12)
+
+
+def _saved_bytes(fn):
+    """Bytes autograd keeps for fn()'s graph: distinct saved storages."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn()
+    return y, sum(storages.values())
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_saves_what_the_backward_reads_as_eager_does(relu):
+    # The output with a ReLU, the scaled input and its scale; not the
+    # unscaled inputs: what eager keeps for the reference's ops.
+    xs, ss, bs = make_inputs(1, 3, (6, 4), [(3, 2), (6, 4)])
+    leaves = leaf_copies(xs)
+    s1 = ss[1].clone().requires_grad_()
+    kw = dict(mode="bilinear", relu=relu)
+    y, got = _saved_bytes(lambda: hrnet_fast.exchange(leaves, [None, s1, None], bs, backend="triton", **kw))
+    _, want = _saved_bytes(lambda: hrnet_fast.reference(leaves, [None, s1, None], bs, **kw))
+    assert got == want == (leaves[1].untyped_storage().nbytes() + s1.untyped_storage().nbytes()
+                           + (y.untyped_storage().nbytes() if relu else 0))
+
+
+def test_unscaled_inputs_may_change_before_backward_scaled_ones_may_not():
+    xs, ss, bs = make_inputs(1, 3, (6, 4), [(3, 2)], dtype=torch.float64)
+    leaves = leaf_copies(xs + [ss[1]])
+    x0, x1 = leaves[0] * 1.0, leaves[1] * 1.0  # non-leaves: in-place is allowed
+    y = hrnet_fast.exchange([x0, x1], [None, leaves[2]], bs, mode="bilinear", relu=False, backend="triton")
+    g = torch.randn_like(y)
+    want = torch.autograd.grad(hrnet_fast.reference([x0, x1], [None, leaves[2]], bs, mode="bilinear", relu=False),
+                               leaves, g, retain_graph=True)
+    x0.mul_(3.0)
+    y.add_(1.0)
+    for u, v in zip(torch.autograd.grad(y, leaves, g, retain_graph=True), want):
+        assert_close_nonzero(u, v, rtol=1e-12, atol=1e-12)
+    x1.add_(1.0)  # its scale's gradient reads it
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(y, leaves, g)
+
+
+def test_inference_tensor_as_an_unscaled_input():
+    xs, ss, bs = make_inputs(1, 3, (6, 4), [(3, 2)], dtype=torch.float64)
+    with torch.inference_mode():
+        frozen = xs[0].clone()
+    x1, s1 = leaf_copies([xs[1], ss[1]])
+    got = torch.autograd.grad(hrnet_fast.exchange([frozen, x1], [None, s1], bs, backend="triton").sum(), [x1, s1])
+    x1r, s1r = leaf_copies([xs[1], ss[1]])
+    want = torch.autograd.grad(hrnet_fast.reference([xs[0], x1r], [None, s1r], bs).sum(), [x1r, s1r])
+    for u, v in zip(got, want):
+        assert_close_nonzero(u, v, rtol=1e-12, atol=1e-12)

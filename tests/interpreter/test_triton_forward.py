@@ -110,3 +110,17 @@ def test_strided_affine_rows_and_conv_bias():
         y = hrnet_fast.exchange(xs, scales, shifts, convs=terms, mode="bilinear", backend="triton")
         ref = hrnet_fast.reference(xs, scales, shifts, convs=terms, mode="bilinear")
         assert_close_nonzero(y, ref, rtol=1e-5, atol=1e-5)
+
+
+# Where ATen's two nearest formulas part (kernels/interp.h): an output of
+# H + W > 128 takes the CPU's float64 formula for float64 NCHW tensors, and
+# the float32 one for channels_last with more than three channels.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels_last,c", [(False, 2), (True, 4)], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("source,size", [((45, 14), (129, 46)), ((14, 21), (46, 69))], ids=["large", "small"])
+def test_nearest_picks_the_sources_f_interpolate_picks(source, size, channels_last, c, dtype):
+    x = torch.randn(1, c, *source, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = hrnet_fast.exchange([x], size=size, mode="nearest", relu=False, backend="triton")
+    assert torch.equal(y, torch.nn.functional.interpolate(x, size=size, mode="nearest"))

@@ -7,6 +7,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero
+from hrnet_fast.contract import saved_layout
 
 D = torch.float64
 
@@ -73,10 +74,37 @@ def test_conv_term_gradients_from_the_backward_op(relu):
                              mode="bilinear", relu=relu)
     grad = torch.randn_like(y)
     want = torch.autograd.grad(y, [x0, x1, s1, b0, a0, w0, c0, a1, w1], grad)
+    # What autograd passes: out only with a ReLU, the input that has a scale.
     gi, gs, gb, ga, gw = torch.ops.hrnet_fast.exchange_triton_backward(
-        grad, y.detach(), [x0.detach(), x1.detach()], [s1.detach()], [1], [a0.detach(), a1.detach()],
-        [w0.detach(), w1.detach()], "bilinear", False, relu)
+        grad, y.detach() if relu else None, [None, x1.detach()], *saved_layout([x0, x1]), [s1.detach()], [1],
+        [a0.detach(), a1.detach()], [w0.detach(), w1.detach()], "bilinear", False, relu)
     got = [gi[0], gi[1], gs[0], gb, ga[0], gw[0], gb, ga[1], gw[1]]
     for g, w in zip(got, want):
         assert g.shape == w.shape
         assert_close_nonzero(g, w, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_forward_mode_ad(mode):
+    # The kernels have no jvp: a call with tangents (on inputs, a scale and a
+    # shift) runs the definition's ops, torch.func.jvp and forward_ad alike.
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(9)
+    x0, x1, s1, b0 = torch.randn(1, 3, 5, 4, dtype=D), torch.randn(1, 3, 3, 2, dtype=D), torch.rand(3, dtype=D), \
+        torch.randn(3, dtype=D)
+    primals = (x0, x1, s1, b0)
+    tangents = tuple(torch.randn_like(p) for p in primals)
+
+    def f(backend):
+        def g(x0, x1, s1, b0):
+            return hrnet_fast.exchange([x0, x1], [None, s1], [b0, None], mode=mode, backend=backend)
+        return g
+
+    y, dy = torch.func.jvp(f("triton"), primals, tangents)
+    ry, rdy = torch.func.jvp(f("reference"), primals, tangents)
+    assert_close_nonzero(dy, rdy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, ry, rtol=1e-12, atol=1e-12)
+    with fwAD.dual_level():
+        out = fwAD.unpack_dual(f("triton")(*[fwAD.make_dual(p, t) for p, t in zip(primals, tangents)]))
+    assert_close_nonzero(out.tangent, rdy, rtol=1e-12, atol=1e-12)
