@@ -38,10 +38,12 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     w2 = weight.view(c_out, c_in)
     if x.is_contiguous():
         # (C_out, C_in) @ (N, C_in, HW): one batched product, bias as the
-        # accumulator it starts from.
+        # accumulator it starts from. bmm over the expanded weight, not
+        # matmul: matmul folds the batch by copying x, and autograd would
+        # keep that copy besides x itself.
         x3 = x.view(n, c_in, h * w)
         if bias is None:
-            y = torch.matmul(w2, x3)
+            y = torch.bmm(w2.expand(n, c_out, c_in), x3)
         else:
             y = torch.baddbmm(bias.view(1, c_out, 1), w2.expand(n, c_out, c_in), x3)
         return y.view(n, c_out, h, w)

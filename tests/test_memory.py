@@ -192,6 +192,21 @@ def test_lean_keeps_one_full_size_tensor_per_unit():
     assert (ckpt_mib - params) < 0.3 * (eager - params), (ckpt_mib, eager, params)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_convert_without_the_option_keeps_no_more_than_eager(memory_format):
+    # The fused exchange keeps what its backward reads (never more than the
+    # fuse layers it replaces), and its 1x1 products keep views of their
+    # inputs, not copies: a converted model's saved bytes are at most eager's.
+    torch.manual_seed(0)
+    ref = timm.create_model("hrnet_w18_small", pretrained=False, features_only=True).train()
+    ref = ref.to(memory_format=memory_format)
+    fused = hrnet_fast.convert(copy.deepcopy(ref))
+    x = torch.randn(2, 3, 96, 64).to(memory_format=memory_format)
+    _, eager = saved_mib(lambda: ref(x))
+    _, mib = saved_mib(lambda: fused(x))
+    assert mib <= eager, (mib, eager)
+
+
 def test_deterministic_and_no_double_backward():
     torch.manual_seed(0)
     model = hrnet_fast.convert(randomize_bn(_own("seg")).double(), memory="lean")
