@@ -114,7 +114,68 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(needs matplotlib)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(subparser=b)  # so errors are reported as `hrnet-fast bench: error: ...`
+    m = sub.add_parser("memory", help="what a training step keeps and costs: eager, fused, lean, checkpoint, compile",
+                       description="Saved-for-backward MiB, step peak MiB, step time and the largest batch within "
+                                   "a memory budget of a training step, eager against hrnet_fast.convert with "
+                                   "memory=None / 'lean' / 'checkpoint' and torch.compile, from one process "
+                                   "(hrnet_fast.bench.training_memory).")
+    m.add_argument("--model", default="hrnet_w18",
+                   help="a timm HRNet name (its features_only backbone), ARCH-seg / ARCH-pose of this package "
+                        "(e.g. w48-seg), or package.module:factory (default hrnet_w18)")
+    m.add_argument("--size", type=_size, default=(256, 512), metavar="HxW", help="input size (default 256x512)")
+    m.add_argument("--batch", type=_positive, default=2, metavar="N", help="images per step (default 2)")
+    m.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    m.add_argument("--variants", default=",".join(_training_variants()), metavar="LIST",
+                   help=f"comma-separated, of {', '.join(_training_variants())}")
+    m.add_argument("--rounds", type=_positive, default=3, metavar="N", help="timed paired rounds (default 3)")
+    m.add_argument("--budget-mib", type=float, default=24 * 1024, metavar="MIB",
+                   help="memory budget for the largest-batch column (default 24576)")
+    m.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    m.add_argument("--plot", metavar="PATH", help="write a chart, PNG, PDF or SVG by the file's suffix")
+    m.set_defaults(subparser=m)
     return parser
+
+
+def _training_variants():
+    from .bench.training_memory import VARIANTS
+
+    return VARIANTS
+
+
+def memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run `hrnet-fast memory`; return the exit status."""
+    import json
+
+    from .bench import training_memory
+    from .bench.runner import check_device
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in training_memory.VARIANTS]
+    try:
+        if unknown or not variants:
+            raise ValueError(f"--variants: unknown {unknown or 'empty list'}; expected some of "
+                             f"{', '.join(training_memory.VARIANTS)}")
+        for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+            if path is not None:
+                check_output(path, flag)
+        if args.plot is not None:
+            plotting.check_path(args.plot)
+        check_device(args.device)
+        training_memory.build(args.model)  # a bad model name fails now, not after the first variants
+    except (ValueError, RuntimeError, ImportError) as exc:
+        parser.error(str(exc))
+    quiet_toolkit_notice()
+    report = training_memory.run(args.model, args.size, args.batch, variants, args.rounds, args.device,
+                                 args.budget_mib, log=lambda s: print(f"hrnet-fast memory: {s}", file=sys.stderr))
+    print(training_memory.table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        training_memory.plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 1 if any(r["error"] for r in report["rows"]) else 0
 
 
 def cases_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[config.Case]:
@@ -287,6 +348,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return bench(args, args.subparser)
+    if args.command == "memory":
+        return memory(args, args.subparser)
     parser.print_help()
     return 2
 

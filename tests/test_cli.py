@@ -352,3 +352,35 @@ def test_own_model_from_the_current_directory_through_a_console_script(tmp_path)
                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((project / "out.json").read_text())["model"] == "mypkg.models:build_hrnet"
+
+
+def test_memory_measures_every_variant_and_lean_keeps_less(tmp_path, capsys):
+    """`hrnet-fast memory`: every variant measured from one set of weights,
+    the same gradients as eager, lean and checkpoint keeping less than eager
+    (issue 22's benchmark on a small model; compile is covered by its own
+    tests and costs minutes of compiling here)."""
+    out = tmp_path / "m.json"
+    rc = cli.main(["memory", "--model", "w18_small_v1-pose", "--size", "64x64", "--batch", "2", "--rounds", "1",
+                   "--variants", "eager,fused,lean,checkpoint", "--budget-mib", "512", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| lean |" in text and "| checkpoint |" in text
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"eager", "fused", "lean", "checkpoint"}
+    for r in rows.values():
+        assert r["error"] is None and r["step_ms"] > 0 and r["peak_mib"] > 0 and r["max_batch"] >= 1
+        assert r["grad_error"] < 1e-4, r
+    assert rows["fused"]["activations_mib"] <= rows["eager"]["activations_mib"] * 1.0001
+    assert rows["lean"]["activations_mib"] < 0.8 * rows["eager"]["activations_mib"]
+    assert rows["checkpoint"]["activations_mib"] < rows["lean"]["activations_mib"]
+    assert rows["checkpoint"]["peak_mib"] < rows["eager"]["peak_mib"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variants", "eager,slow"], "unknown ['slow']"),
+    (["--model", "w99-seg"], "w99"),
+])
+def test_memory_bad_arguments(capsys, args, message):
+    with pytest.raises(SystemExit):
+        cli.main(["memory", *args])
+    assert message in capsys.readouterr().err

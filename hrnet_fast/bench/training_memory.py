@@ -1,0 +1,269 @@
+"""What a training step keeps and costs, variant by variant:
+`hrnet-fast memory` (also `python -m hrnet_fast memory`).
+
+For each variant of one model -- eager, fused (convert), lean
+(convert(memory="lean")), checkpoint (convert(memory="checkpoint")) and
+compile (torch.compile of the unconverted model) -- from identical weights:
+
+- saved MiB: the distinct storages autograd saves for backward during one
+  training forward (torch.autograd.graph.saved_tensors_hooks; the same
+  figure on any device), and of those the activations (without the
+  parameters every variant saves alike);
+- peak MiB: the most memory a whole step (forward, loss, backward, SGD
+  step) allocates beyond what existed before it: torch.profiler's memory
+  timeline on the CPU, torch.cuda.max_memory_allocated on a GPU;
+- step ms: the median of paired rounds (every variant once per round, in
+  rotating order: hrnet_fast.bench.timing);
+- the largest batch that fits `--budget-mib`: the peak measured at batch 1
+  and 2 extrapolated linearly (peak = fixed + per-image * batch);
+- the gradients' largest relative difference from eager's on the first
+  step (so a variant cannot be fast by being wrong).
+
+    hrnet-fast memory --model hrnet_w18 --size 256x512 --batch 2
+    hrnet-fast memory --model w32-pose --size 256x192 --batch 8 --rounds 3 --plot memory.png
+
+Models: a timm HRNet name (its features_only backbone, all four branches),
+ARCH-seg / ARCH-pose for this package's models, or package.module:factory.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from . import timing
+from .models import randomize_batchnorm, user_factory
+from .runner import device_name
+
+VARIANTS = ("eager", "fused", "lean", "checkpoint", "compile")
+
+
+@dataclass
+class Row:
+    variant: str
+    saved_mib: Optional[float] = None
+    activations_mib: Optional[float] = None
+    peak_mib: Optional[float] = None
+    step_ms: Optional[float] = None
+    step_ratio: Optional[float] = None
+    max_batch: Optional[int] = None
+    grad_error: Optional[float] = None
+    error: Optional[str] = None
+    peaks: Dict[int, float] = field(default_factory=dict)
+
+
+def build(name: str) -> nn.Module:
+    """The model `name` names (see the module doc), BatchNorms randomised."""
+    if ":" in name:
+        model = user_factory(name)()
+    elif name.startswith("hrnet"):
+        import timm
+
+        model = timm.create_model(name, pretrained=False, features_only=True)
+    else:
+        arch, _, head = name.rpartition("-")
+        from .. import models
+
+        model = models.create(arch, head)
+    randomize_batchnorm(model)
+    return model
+
+
+def _tensors(out: Any) -> List[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for v in out for t in _tensors(v)] if isinstance(out, (list, tuple)) else []
+
+
+def loss_of(out: Any) -> Tensor:
+    return sum(t.float().square().mean() for t in _tensors(out))
+
+
+def saved_mib(model: nn.Module, x: Tensor) -> Tuple[float, float]:
+    """(all, activations only) MiB of the distinct storages saved for the
+    backward of one forward of `model` on `x`."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: Dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    total = sum(seen.values())
+    acts = sum(n for ptr, n in seen.items() if ptr not in params)
+    return total / 2 ** 20, acts / 2 ** 20
+
+
+def peak_mib(step: Callable[[], Any], device: str) -> float:
+    """The most memory one call of `step` allocates beyond what existed
+    before it (see the module doc)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    current = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak / 2 ** 20
+
+
+def _variant(name: str, base: nn.Module) -> nn.Module:
+    import hrnet_fast
+
+    model = copy.deepcopy(base)
+    if name == "eager":
+        return model
+    if name == "compile":
+        return torch.compile(model)
+    return hrnet_fast.convert(model, memory={"fused": None, "lean": "lean", "checkpoint": "checkpoint"}[name])
+
+
+def _step(model: nn.Module, x: Tensor) -> Callable[[], Any]:
+    # lr 0: the step does its memory work and leaves the weights as they were,
+    # so every variant's gradients stay comparable with eager's
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def step():
+        loss_of(model(x)).backward()
+        opt.step()
+        # freed here, not at the next step's start: every step then begins
+        # without gradients and its peak counts them (a freed block that
+        # was allocated before the profiler started has no size in it)
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _grad_error(model: nn.Module, eager: nn.Module, x: Tensor) -> float:
+    grads = []
+    for m in (eager, model):
+        m.zero_grad(set_to_none=True)
+        loss_of(m(x)).backward()
+        grads.append(torch.cat([p.grad.flatten().double() for p in m.parameters() if p.grad is not None]))
+    return float((grads[1] - grads[0]).abs().max() / grads[0].abs().max())
+
+
+def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] = VARIANTS, rounds: int = 3,
+        device: str = "cpu", budget_mib: Optional[float] = None, log: Callable[[str], None] = print
+        ) -> Dict[str, Any]:
+    """Measure every variant (module doc); the report as a JSON-ready dict."""
+    torch.manual_seed(0)
+    base = build(model).to(device).train()
+    x = torch.randn(batch, 3, *size, device=device)
+    rows: Dict[str, Row] = {}
+    steps: Dict[str, Callable[[], Any]] = {}
+    eager = _variant("eager", base)
+    for name in variants:
+        row = rows[name] = Row(name)
+        try:
+            m = _variant(name, base).train()
+            t0 = time.perf_counter()
+            step = _step(m, x)
+            step()  # compiles, for compile
+            log(f"{name}: first step {time.perf_counter() - t0:.1f} s")
+            row.saved_mib, row.activations_mib = saved_mib(m, x)
+            for b in (1, 2):
+                xb = torch.randn(b, 3, *size, device=device)
+                row.peaks[b] = peak_mib(_step(m, xb), device)
+            row.peak_mib = peak_mib(step, device)
+            row.grad_error = _grad_error(m, eager, x) if name != "eager" else 0.0
+            steps[name] = step
+        except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the others go on
+            row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            log(f"{name}: {row.error}")
+    if steps:
+        ms = timing.paired_rounds(steps, rounds, device)
+        for name, times in ms.items():
+            rows[name].step_ms = statistics.median(times)
+        if "eager" in ms:
+            for name, times in ms.items():
+                rows[name].step_ratio = statistics.median(a / b for a, b in zip(times, ms["eager"]))
+    if budget_mib is not None:
+        for row in rows.values():
+            if 1 in row.peaks and 2 in row.peaks:
+                per_image = row.peaks[2] - row.peaks[1]
+                fixed = row.peaks[1] - per_image
+                if per_image > 0:
+                    row.max_batch = max(int((budget_mib - fixed) // per_image), 0)
+    return {"model": model, "size": list(size), "batch": batch, "device": device_name(device),
+            "torch": torch.__version__, "rounds": rounds, "budget_mib": budget_mib,
+            "rows": [vars(r) for r in rows.values()]}
+
+
+def table(report: Dict[str, Any]) -> str:
+    """The report as a Markdown table."""
+    rows = report["rows"]
+    eager = next((r for r in rows if r["variant"] == "eager"), None)
+    lines = [f"{report['model']} {report['batch']}x3x{report['size'][0]}x{report['size'][1]}, "
+             f"{report['device']}, torch {report['torch']}, {report['rounds']} paired rounds",
+             "",
+             "| variant | saved MiB | x eager | activations MiB | peak MiB | x eager | step ms | x eager | "
+             f"max batch in {report['budget_mib']} MiB | grad error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ratio(r, key):
+        return f"{r[key] / eager[key]:.2f}" if eager and r[key] is not None and eager[key] else "-"
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        if r["error"]:
+            lines.append(f"| {r['variant']} | {r['error']} |")
+            continue
+        lines.append(f"| {r['variant']} | {num(r['saved_mib'], '.1f')} | {ratio(r, 'saved_mib')} | "
+                     f"{num(r['activations_mib'], '.1f')} | {num(r['peak_mib'], '.1f')} | {ratio(r, 'peak_mib')} | "
+                     f"{num(r['step_ms'], '.0f')} | {num(r['step_ratio'], '.2f')} | {num(r['max_batch'], 'd')} | "
+                     f"{num(r['grad_error'], '.1e')} |")
+    return "\n".join(lines)
+
+
+def plot(report: Dict[str, Any], path: str) -> None:
+    """Saved, peak and step time per variant against eager, in one chart."""
+    from .plotting import check_path
+
+    fmt = check_path(path)
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if not r["error"]]
+    eager = next(r for r in rows if r["variant"] == "eager")
+    keys = [("saved_mib", "saved for backward"), ("peak_mib", "step peak"), ("step_ms", "step time")]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 3.6))
+    width = 0.8 / len(keys)
+    for k, (key, label) in enumerate(keys):
+        values = [r[key] / eager[key] if r[key] is not None and eager[key] else 0 for r in rows]
+        ax.bar([i + k * width for i in range(len(rows))], values, width, label=label)
+    ax.set_xticks([i + width for i in range(len(rows))], [r["variant"] for r in rows])
+    ax.axhline(1.0, color="black", linewidth=0.6)
+    ax.set_ylabel("x eager")
+    ax.set_title(f"{report['model']} {report['batch']}x3x{report['size'][0]}x{report['size'][1]}, "
+                 f"{report['device']}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format=fmt)
+    plt.close(fig)
