@@ -156,13 +156,7 @@ class OfficialSegNet(nn.Module):
         for i in range(2):
             x_list.append(self.transition1[i](x) if self.transition1[i] is not None else x)
         y_list = self.stage2(x_list)
-        x_list = []
-        for i in range(3):
-            if self.transition2[i] is not None:
-                x_list.append(self.transition2[i](y_list[-1]))
-            else:
-                x_list.append(y_list[i])
-        x = self.stage3(x_list)
+        x = self.stage3([y_list[i] if t is None else t(y_list[-1]) for i, t in enumerate(self.transition2)])
         h, w = x[0].size(2), x[0].size(3)
         x1 = F.interpolate(x[1], size=(h, w), mode="bilinear", align_corners=seg_src.ALIGN_CORNERS)
         x2 = F.interpolate(x[2], size=(h, w), mode="bilinear", align_corners=seg_src.ALIGN_CORNERS)
