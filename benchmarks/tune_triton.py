@@ -24,7 +24,6 @@ import argparse
 import datetime
 import os
 import pprint
-import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Tuple
@@ -35,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from hrnet_fast.contract import saved_layout  # noqa: E402
+from hrnet_fast.bench import timing  # noqa: E402
 from hrnet_fast.triton import aot_check, backward, conv_kernel, forward, tuning  # noqa: E402
 
 TABLE_PATH = os.path.join(ROOT, "hrnet_fast", "triton", "tuning_table.py")
@@ -128,29 +128,6 @@ def cuda_call(name: str) -> Tuple[Callable[[], None], Callable[[], None]]:
         lowered_forward
 
 
-def replay_us(fn: Callable[[], None], reps: int, rounds: int) -> float:
-    """Median kernel time of one call, from CUDA-graph replays."""
-    fn()
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            for _ in range(reps):
-                fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0 / reps)
-    return statistics.median(times)
-
-
 def compiled_spills(kernel) -> int:
     """Most spills of any kernel compiled so far for this JIT function."""
     worst = 0
@@ -181,7 +158,7 @@ def measure(keys: Dict[str, Tuple[str, dict, str]], reps: int, rounds: int, budg
         for cand in tuning.candidates(kernel, dtype, channels, True, cins):
             with tuning.forced(kernel, cand):
                 try:
-                    us = replay_us(fn, reps, rounds)
+                    us = timing.cuda_graph_replay_us(fn, reps, rounds)
                 except Exception as e:  # noqa: BLE001 - a candidate that does not compile or launch is skipped
                     print(f"  {key} {cand}: {type(e).__name__}", flush=True)
                     continue

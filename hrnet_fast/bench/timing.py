@@ -200,3 +200,29 @@ def cuda_graph_ms(fn: Callable[[], Any]) -> Optional[float]:
         return None
     finally:
         torch.cuda.synchronize()
+
+
+def cuda_graph_replay_us(fn: Callable[[], None], reps: int, rounds: int) -> float:
+    """Median kernel time of one call of `fn` in microseconds: `reps` calls
+    captured in one CUDA graph, replayed `rounds` times (tune_triton.py;
+    unlike cuda_graph_ms, no Triton needed and the repetitions are fixed,
+    so every configuration of a sweep is timed alike)."""
+    fn()
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for _ in range(reps):
+                fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1000.0 / reps)
+    return statistics.median(times)
