@@ -70,11 +70,6 @@ def settle_allocator() -> None:
     del buffer
 
 
-def cpu_method() -> str:
-    """Which CPU measurement `peak_memory_mb` uses on this machine."""
-    return METHOD_HWM if _read_status_kb("VmHWM") is not None and _reset_hwm() else METHOD_RUSAGE
-
-
 def peak_memory_mb(fn: Callable[[], Any], device: str) -> Tuple[Optional[float], str]:
     """Run `fn` once; return (peak memory in MiB it needed, method name).
     The value is None when nothing could be measured."""

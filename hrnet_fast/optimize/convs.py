@@ -42,7 +42,7 @@ device and dtype, and nothing here is trained.
 from __future__ import annotations
 
 import enum
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -281,9 +281,5 @@ def make_conv(platform: Platform, weight: Tensor, bias: Optional[Tensor], stride
 
 
 def fused_convs(module: nn.Module) -> List[FusedConv]:
+    """Every FusedConv in `module` (what optimize made of its convolutions)."""
     return [m for m in module.modules() if isinstance(m, FusedConv)]
-
-
-def conv_params(conv: nn.Conv2d) -> Tuple:
-    """(stride, padding, dilation, groups) of an nn.Conv2d."""
-    return conv.stride, conv.padding, conv.dilation, conv.groups

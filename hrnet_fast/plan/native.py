@@ -93,8 +93,4 @@ def encode(executor: PythonExecutor, xs: Sequence[Tensor], hook_dicts: Sequence[
     return built, owned, tuple(bns), tuple(dicts), RemovableHandle
 
 
-def runs_natively(state: Optional[tuple]) -> bool:
-    return state is not None
-
-
 __all__ = ["encode", "run"]
