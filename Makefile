@@ -7,10 +7,6 @@
 PYTHON_BOOT ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch guesses CUDA_HOME=/usr/local from /usr/local/bin/nvcc; the toolkit is here.
-ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
-export CUDA_HOME ?= /usr/local/cuda
-endif
 export MAX_JOBS ?= 2
 
 EXT_SOURCES := setup.py $(shell find csrc kernels -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
@@ -25,6 +21,13 @@ $(VENV)/.deps: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# torch guesses CUDA_HOME=/usr/local from /usr/local/bin/nvcc; the toolkit is
+# here. For the build only: exported to every target, it reached `make bench`,
+# where torch announced "No CUDA runtime is found, using CUDA_HOME" on machines
+# without a GPU (the bench command now drops that notice in any case).
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+$(VENV)/.built: export CUDA_HOME ?= /usr/local/cuda
+endif
 $(VENV)/.built: $(VENV)/.deps $(EXT_SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import hrnet_fast, json; print(json.dumps(hrnet_fast.build_info()))"

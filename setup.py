@@ -4,9 +4,14 @@ C++ (CPU kernels, op schemas) is always compiled. The CUDA kernels are added
 when nvcc and a CUDA build of torch are present, or when FORCE_CUDA=1;
 HRNET_FAST_SKIP_CUDA=1 forces a CPU-only build. Build against the installed
 torch with `pip install --no-build-isolation -e .`.
+
+The binary only loads into the torch it was compiled against, so the
+package requires exactly that torch version (install_requires), and an
+isolated build (pyproject.toml) compiles against the supported one.
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -17,7 +22,11 @@ if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
 # With no GPU to query, torch would otherwise compile for every known arch.
 os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
 
-import torch  # noqa: E402
+try:
+    import torch  # noqa: E402
+except ImportError:
+    sys.exit("hrnet_fast: building the extension needs torch, which is not importable here. Install the "
+             "supported torch (requirements.txt) and build against it with `pip install --no-build-isolation .`")
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -47,7 +56,8 @@ def _sources(pattern: str) -> list:
 
 def extension():
     with_cuda = _want_cuda()
-    sources = _sources("csrc/*.cpp") + _sources("csrc/autograd/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = (_sources("csrc/*.cpp") + _sources("csrc/autograd/*.cpp") + _sources("csrc/cpu/*.cpp")
+               + _sources("csrc/plan/*.cpp"))
     define_macros = [
         ("HRNET_FAST_TORCH_VERSION", f'"{torch.__version__}"'),
         ("HRNET_FAST_CUDA_ARCHS", f'"{";".join(_arch_list()) if with_cuda else ""}"'),
@@ -83,7 +93,8 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hrnet_fast", "hrnet_fast.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.4"],
+    # The torch the binary is built against: another one cannot load it.
+    install_requires=[f"torch=={torch.__version__.split('+')[0]}"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     entry_points={"console_scripts": ["hrnet-fast = hrnet_fast.cli:main"]},

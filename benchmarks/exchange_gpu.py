@@ -39,7 +39,7 @@ from hrnet_fast.bench.bandwidth import copy_bandwidth, matmul_tflops
 from hrnet_fast.bench.models import randomize_batchnorm
 from hrnet_fast.bench.runner import device_name
 from hrnet_fast.bench.shapes import ExchangeCase, exchange_case
-from hrnet_fast.folding import fold
+from hrnet_fast.convert.folding import fold
 from hrnet_fast.models.configs import ARCHS
 from hrnet_fast.models.hrmodule import HighResolutionModule
 

@@ -1,12 +1,12 @@
 """Python work per call of a converted module's exchange: the time a
 FusedExchange forward takes beyond the library calls it makes.
 
-In eval under no_grad a converted module's exchange runs as one C++ call
-(hrnet_fast.native_rows): its Python work is the forward's time minus that
-call's, timed alone. For comparison the same module with
-`one_call_eval = False` runs its rows from Python; their library calls
-(convolutions, GEMMs, views, the exchange op) are recorded at the
-dispatcher (a TorchDispatchMode) and replayed directly, and that path's
+In eval under no_grad a converted module's exchange runs as its eval
+program in one C++ call (hrnet_fast.plan.native): its Python work is the
+forward's time minus that call's, timed alone. For comparison the same
+module with `one_call_eval = False` runs its program from Python; its
+library calls (convolutions, GEMMs, views, the exchange op) are recorded at
+the dispatcher (a TorchDispatchMode) and replayed directly, and that path's
 Python work is its forward's time minus the replay's. Each figure is the
 median of per-round differences of paired calls.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-from typing import Any, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import hrnet_fast
 from hrnet_fast.bench import timing
 from hrnet_fast.bench.models import randomize_batchnorm
-from hrnet_fast.native_rows import run_rows
+from hrnet_fast.plan import native
 
 
 class Recorder(TorchDispatchMode):
@@ -53,15 +53,6 @@ def stage4_exchange(model: torch.nn.Module, x: torch.Tensor):
         model(x)
     handle.remove()
     return host.fused_exchange, seen["xs"]
-
-
-def difference(ms: Dict[str, List[float]], a: str, b: str) -> Tuple[float, float, float]:
-    """Median of the per-round differences a - b in microseconds, and its
-    distribution-free 95 % interval: steadier than a difference of two
-    medians of times tens of times larger."""
-    diffs = [(x - y) * 1e3 for x, y in zip(ms[a], ms[b])]
-    low, high = timing.median_interval(diffs)
-    return statistics.median(diffs), low, high
 
 
 def main(argv=None) -> int:
@@ -92,7 +83,7 @@ def main(argv=None) -> int:
         for _ in range(2):
             fx(xs)
             fx_py(xs_py)
-        one_call = fx.native_rows
+        one_call = fx.one_call
         if one_call is None:
             raise SystemExit(f"{args.model}: the stage-4 exchange does not run as one call here "
                              f"(backends: {hrnet_fast.backends()})")
@@ -105,9 +96,9 @@ def main(argv=None) -> int:
                 func(*a, **k)
 
         # The module keeps its inputs as they are: every call gets the same list.
-        one = {"forward": lambda: fx(xs), "call alone": lambda: run_rows(one_call.state, xs)}
-        rows = {"forward, rows in Python": lambda: fx_py(xs_py), "replay": replay}
-        both = {"one call": one["forward"], "rows in Python": rows["forward, rows in Python"]}
+        one = {"forward": lambda: fx(xs), "call alone": lambda: native.run(one_call, xs)}
+        rows = {"forward, program in Python": lambda: fx_py(xs_py), "replay": replay}
+        both = {"one call": one["forward"], "program in Python": rows["forward, program in Python"]}
         for _ in range(20):
             for step in (*one.values(), *rows.values()):
                 step()
@@ -118,21 +109,21 @@ def main(argv=None) -> int:
         for steps in (one, rows, both):
             ms.update(timing.paired_rounds(steps, args.iters, "cpu"))
     med = {k: statistics.median(v) * 1e3 for k, v in ms.items()}
-    terms = sum(len(r) for r in fx.plan)
-    print(f"{args.model} stage-4 module ({len(fx.plan)} rows, {terms} terms), batch 1, {h}x{w} input, "
+    terms = sum(len(r) for r in fx.terms)
+    print(f"{args.model} stage-4 module ({len(fx.terms)} rows, {terms} terms), batch 1, {h}x{w} input, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; medians of {args.iters} paired rounds")
-    work = difference(ms, "forward", "call alone")
+    work = timing.median_difference(ms, "forward", "call alone")
     print(f"  one C++ call: forward {med['forward']:.1f} us, the call alone {med['call alone']:.1f} us: "
           f"Python work {work[0]:.1f} us per call (95 % CI {work[1]:.1f}-{work[2]:.1f})")
-    work = difference(ms, "forward, rows in Python", "replay")
-    print(f"  rows in Python: forward {med['forward, rows in Python']:.1f} us, its {len(rec.calls)} library calls "
+    work = timing.median_difference(ms, "forward, program in Python", "replay")
+    print(f"  program in Python: forward {med['forward, program in Python']:.1f} us, its {len(rec.calls)} library calls "
           f"replayed {med['replay']:.1f} us: Python work {work[0]:.1f} us per call "
           f"(95 % CI {work[1]:.1f}-{work[2]:.1f})")
-    gain = difference(ms, "rows in Python", "one call")
-    print(f"  forward as one C++ call {med['one call']:.1f} us, rows in Python {med['rows in Python']:.1f} us: "
+    gain = timing.median_difference(ms, "program in Python", "one call")
+    print(f"  forward as one C++ call {med['one call']:.1f} us, program in Python {med['program in Python']:.1f} us: "
           f"{gain[0]:.1f} us less per call (95 % CI {gain[1]:.1f}-{gain[2]:.1f})")
     ops = sorted({str(f) for f, _, _ in rec.calls})
-    print(f"  the rows' library calls: {', '.join(ops)}")
+    print(f"  the program's library calls: {', '.join(ops)}")
     return 0
 
 

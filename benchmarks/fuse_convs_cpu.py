@@ -7,7 +7,8 @@ shapes (256x192 input): what the converted model runs instead of eager's.
   (a GEMM), NCHW and channels_last, eval at batch 1/4/8 and forward +
   backward at batch 4;
 - the first convs that read the same branch: one call each against one
-  merged call with stacked weights (hrnet_fast.shared_source), batch 1 and 4.
+  merged call with stacked weights (the eval program's merge option,
+  hrnet_fast.plan.compiler), batch 1 and 4.
 
 Each round runs both sides back to back, order alternating
 (hrnet_fast.bench.timing.paired_rounds); figures are medians of the per-call

@@ -15,7 +15,7 @@
 #include <torch/library.h>
 
 #include "exchange.h"
-#include "rows_plan.h"
+#include "plan/executor.h"
 
 namespace hrnet_fast {
 namespace {
@@ -86,10 +86,10 @@ TORCH_LIBRARY_IMPL(hrnet_fast, Autograd, m) {
 #define HRNET_FAST_WITH_CUDA 0
 #endif
 
-// A plain module with a few constants and the eval fast path's two
-// functions (rows_plan.cpp): importing it registers the ops above.
+// A plain module with a few constants and the eval-program executor's two
+// functions (plan/executor.cpp): importing it registers the ops above.
 static PyModuleDef hrnet_fast_module = {PyModuleDef_HEAD_INIT, "_C", "hrnet_fast C++/CUDA kernels", -1,
-                                        hrnet_fast::rows_plan_methods};
+                                        hrnet_fast::plan_methods};
 
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* m = PyModule_Create(&hrnet_fast_module);

@@ -8,8 +8,7 @@ Example:
 """
 from . import models, reference
 from ._ext import build_info
-from .convert import convert, fused_modules
-from .modules import FusedExchange
+from .convert import FusedExchange, convert, fused_modules
 from .ops import backends, exchange
 from .optimize import OptimizedModule, StaleSourceError, optimize
 

@@ -1,7 +1,7 @@
 """Command line: `hrnet-fast bench` (also `python -m hrnet_fast bench`).
 
-Times an HRNet model eager, converted to the fused exchange and compiled,
-side by side in one process, and prints a table:
+Times an HRNet model eager, converted to the fused exchange, optimized and
+compiled, side by side in one process, and prints a table:
 
     hrnet-fast bench                                     # this device's default case(s)
     hrnet-fast bench --device cpu --model hrnet_w18_small --size 128x96 --batch 1 \
@@ -10,7 +10,8 @@ side by side in one process, and prints a table:
         --dtype bfloat16 --channels-last --variants eager,fused,compile
 
 Exit status: 0 when every variant ran, 1 when one failed (the table and the
-files still show the others), 2 for bad arguments, 124 when SIGTERM (e.g.
+files still show the others), 2 for bad arguments (checked before anything
+runs: the output paths, the device, the backends), 124 when SIGTERM (e.g.
 from `timeout`) stopped the run early: what was measured is still printed
 and written.
 """
@@ -18,25 +19,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import signal
 import sys
 from typing import List, Optional, Sequence
 
-from .bench import config
+from .bench import config, plotting
 
 EPILOG = """\
-models: a timm HRNet name (hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w30, hrnet_w32,
-hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w64; created with pretrained=False) or an hrnet_fast
-architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64) with --head seg|pose.
-Without --model: on CPU hrnet_w18_small 4x3x256x192, 100 rounds or 180 s in all; on CUDA
-w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192; eager, fused, optimized and compile.
+models: a timm HRNet name (hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w18_ssld,
+hrnet_w30, hrnet_w32, hrnet_w40, hrnet_w44, hrnet_w48, hrnet_w48_ssld, hrnet_w64; created with
+pretrained=False) or an hrnet_fast architecture (w18_small_v1, w18_small_v2, w18, w32, w48, w64)
+with --head seg|pose.
+Without --model: on CPU hrnet_w18_small 4x3x256x192, 100 rounds or 180 s of timed rounds; on
+CUDA w48 seg 1x3x1024x2048 and w32 pose 32x3x256x192; eager, fused, optimized and compile.
+The time budget trims the timed rounds only: first calls run to their end, and torch.compile's
+(a minute or two on 2 CPU cores, five on a loaded machine) can take longer than the budget.
 A model of your own: --model package.module:factory, a zero-argument callable returning the
 nn.Module (importable from the current directory or PYTHONPATH).
 Variants: eager (unconverted), fused (hrnet_fast.convert; on CUDA with --backend auto one
-fused[B] per available GPU backend), fused[B] (a named backend), compile and compile[MODE]
-(torch.compile of the unconverted model; its first call is reported as compile time),
-fused+compile (torch.compile of the converted model), optimized (hrnet_fast.optimize: the
-inference path; its first call is reported too)."""
+fused[B] per available GPU backend), fused[B] (a named backend), optimized and optimized[B]
+(hrnet_fast.optimize: the whole-model inference path; its setup and first call are reported),
+compile and compile[MODE] (torch.compile of the unconverted model; its first call is reported
+as compile time), fused+compile (torch.compile of the converted model)."""
 
 
 def _size(text: str):
@@ -53,6 +59,16 @@ def _variants(text: str) -> List[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -67,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The `hrnet-fast` argument parser."""
     parser = argparse.ArgumentParser(prog="hrnet-fast", description="hrnet_fast tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    b = sub.add_parser("bench", help="time an HRNet model eager vs fused vs compiled",
-                       description="Time an HRNet model eager, fused (hrnet_fast.convert) and torch.compile'd, "
-                                   "side by side from one process, in interleaved rounds.",
+    b = sub.add_parser("bench", help="time an HRNet model eager vs fused vs optimized vs compiled",
+                       description="Time an HRNet model eager, fused (hrnet_fast.convert), optimized "
+                                   "(hrnet_fast.optimize) and torch.compile'd, side by side from one process, "
+                                   "in interleaved rounds.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--model", help="timm HRNet name, hrnet_fast architecture or package.module:factory "
                                    "(default: per device)")
@@ -84,14 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--variants", type=_variants, metavar="LIST",
                    help="comma-separated: eager, fused[BACKEND], compile[MODE], fused[BACKEND]+compile[MODE], "
                         "optimized[BACKEND] (default: eager,fused,optimized,compile)")
-    b.add_argument("--backend", choices=config.BACKEND_CHOICES, help="backend of the fused variant (default auto)")
+    b.add_argument("--backend", choices=config.BACKEND_CHOICES,
+                   help="backend of the fused and optimized variants (default auto)")
     b.add_argument("--iters", type=_positive, metavar="N", help="timed paired rounds")
     b.add_argument("--warmup", type=_positive, metavar="N", help="warm-up rounds, the compiling one included")
-    b.add_argument("--time-budget", type=float, metavar="S", dest="time_budget_s",
-                   help="per case: fewer timed rounds (at least 3) when --iters would not fit in S seconds")
+    b.add_argument("--time-budget", type=_seconds, metavar="S", dest="time_budget_s",
+                   help="per case: fewer timed rounds (at least 3) when --iters would not fit in S seconds; "
+                        "it does not bound the first calls (torch.compile's compiles then)")
     b.add_argument("--seed", type=int, help="seed of weights, BatchNorm statistics and input")
     b.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    b.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    b.add_argument("--plot", metavar="PATH", help="write a bar chart, PNG, PDF or SVG by the file's suffix "
+                                                  "(needs matplotlib)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(subparser=b)  # so errors are reported as `hrnet-fast bench: error: ...`
     return parser
@@ -135,16 +155,90 @@ def _explicit_iters(cases: List[config.Case], args: argparse.Namespace) -> List[
     return cases
 
 
+def check_output(path: str, flag: str) -> None:
+    """Raise ValueError when `path` cannot be written as a file (a folder,
+    under a file, not writable): said before the run, not after it."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ValueError(f"{flag} {path}: is a directory; give a file path, e.g. {os.path.join(path, 'bench')}"
+                         f"{'.json' if flag == '--json' else '.png'}")
+    if os.path.exists(full):
+        if not os.access(full, os.W_OK):
+            raise ValueError(f"{flag} {path}: the file exists and is not writable")
+        return
+    # The folders are created at write time: the nearest existing one must
+    # be a writable folder.
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot create files in {parent}")
+
+
+def check_backends(cases: Sequence[config.Case]) -> None:
+    """Raise ValueError when a backend a variant names (--backend, fused[B],
+    optimized[B]) cannot run here, or not on the case's device, as
+    --device cuda is checked: before anything is built."""
+    from .backend import BACKENDS
+
+    for case in cases:
+        for variant in config.expand_variants(case.variants, case.backend, case.device):
+            name = config.fused_backend(variant, case.backend) if variant.startswith(("fused", "optimized")) \
+                else "auto"
+            if name == "auto":
+                continue
+            backend = BACKENDS[name]
+            reason = backend.unavailable_reason()
+            if reason is not None:
+                raise ValueError(f"backend {name!r} (variant {variant}) cannot run here: {reason}")
+            devices = backend.supported_devices()
+            if "any" not in devices and case.device not in devices:
+                raise ValueError(f"backend {name!r} (variant {variant}) runs on {' or '.join(sorted(devices))} "
+                                 f"tensors, not on --device {case.device}")
+
+
+class _NoToolkitNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." notice,
+    logged when torch.compile first imports torch.utils.cpp_extension on a
+    machine that has a CUDA toolkit but no GPU: it concerns building
+    extensions, not the benchmark."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def quiet_toolkit_notice() -> None:
+    """Install `_NoToolkitNotice` on torch's cpp_extension logger (once)."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoToolkitNotice) for f in log.filters):
+        log.addFilter(_NoToolkitNotice())
+
+
 def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run `hrnet-fast bench`; return the exit status."""
-    from .bench import plotting, reporting
+    from .bench import reporting
     from .bench.runner import Interrupted, check_device, run_case
 
+    try:
+        for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+            if path is not None:
+                check_output(path, flag)
+        if args.plot is not None:
+            plotting.check_path(args.plot)
+    except ValueError as exc:
+        parser.error(str(exc))
     cases = cases_from_args(args, parser)
     try:
         check_device(cases[0].device)
+        check_backends(cases)
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
+    quiet_toolkit_notice()
+    if args.plot is not None and not plotting.have_matplotlib():  # said now, not after the run
+        print(f"hrnet-fast bench: matplotlib is not installed; no plot will be written to {args.plot}",
+              file=sys.stderr)
 
     def _stop(signum, frame):
         raise Interrupted(f"signal {signum}")
@@ -173,13 +267,9 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(f"wrote {args.json}")
-    if args.plot:
-        if plotting.have_matplotlib():
-            plotting.plot(reports, args.plot)
-            print(f"wrote {args.plot}")
-        else:
-            print(f"hrnet-fast bench: matplotlib is not installed; no plot written to {args.plot}",
-                  file=sys.stderr)
+    if args.plot and plotting.have_matplotlib():
+        plotting.plot(reports, args.plot)
+        print(f"wrote {args.plot}")
     if any(r.get("interrupted") for r in reports):
         print("hrnet-fast bench: error: stopped early by SIGTERM (time limit); the figures above come from "
               "fewer rounds than asked", file=sys.stderr)

@@ -195,6 +195,6 @@ def saved_layout(inputs: Sequence[Tensor]) -> Tuple[List[int], List[bool]]:
     return sizes, [follow_format(x) == torch.channels_last for x in inputs]
 
 
-def landed_size(a: Tensor) -> Tuple[int, int]:
-    """Where a stride-2, padding-1 3x3 conv of `a` lands."""
-    return (a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1
+def landed_size(shape: Sequence[int]) -> Tuple[int, int]:
+    """Where a stride-2, padding-1 3x3 conv of an input of `shape` lands."""
+    return (shape[-2] - 1) // 2 + 1, (shape[-1] - 1) // 2 + 1

@@ -7,9 +7,10 @@ Every backend computes the same thing (see hrnet_fast.reference):
 
 A call is put in normal form (contract.make_call: structure only), handed
 to the backend `backend.choose` picks, and enters that backend's op once;
-the op checks the values (csrc/checks.cpp). Traces (torch.jit.trace) and
-ONNX exports record the definition instead: standard operators that every
-runtime has.
+the op checks the values (csrc/checks.cpp). Traces (torch.jit.trace),
+ONNX exports and torch.export record the definition instead: standard
+operators that every runtime has, so the recorded program loads and runs
+where hrnet_fast is not installed.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .contract import ConvTerm, Rows, Size, make_call
 _is_tracing = torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
 _is_onnx_export = torch.onnx.is_in_onnx_export
+_is_exporting = torch.compiler.is_exporting
 
 
 def backends() -> Dict[str, bool]:
@@ -83,20 +85,23 @@ def exchange(
         True
     """
     call = make_call(inputs, scales, shifts, convs, size, mode, align_corners, relu)
-    # The legacy ONNX exporter traces; the dynamo one compiles (checked
-    # first: is_in_onnx_export costs two imports per call).
-    if _is_tracing() or (_is_compiling() and _is_onnx_export()):
+    # The legacy ONNX exporter traces; the dynamo one and torch.export
+    # compile (checked first: is_in_onnx_export costs two imports per
+    # call). Unchecked: the value check is a custom op too, and would stay
+    # in the exported program; the standard ops raise on bad shapes.
+    if _is_tracing() or (_is_compiling() and (_is_exporting() or _is_onnx_export())):
         return run_reference(call)
     return choose(backend, call).run(call)
 
 
 def bind_exchange(inputs: Sequence[Tensor], convs: Sequence[ConvTerm], size: Tuple[int, int], mode: str,
-                  align_corners: bool, relu: bool, backend: str) -> BoundCall:
-    """A runner `(inputs, convs) -> Tensor` for later affine-free calls like
-    this one (same structure, mode and size; tensors of the same shapes,
-    dtype, device and layout), bound to the backend this call gets: what a
-    converted module's inference plan keeps per row (Backend.bind). Not for
-    traces or compiled code, which must record `exchange` itself."""
-    call = make_call(inputs, None, None, convs, size, mode, align_corners, relu)
+                  align_corners: bool, relu: bool, backend: str,
+                  shifts: Optional[Sequence[Optional[Tensor]]] = None) -> BoundCall:
+    """A runner `(inputs, convs) -> Tensor` for later scale-free calls like
+    this one (same structure, shifts, mode and size; tensors of the same
+    shapes, dtype, device and layout), bound to the backend this call gets:
+    what an eval program keeps per row (Backend.bind). Not for traces or
+    compiled code, which must record `exchange` itself."""
+    call = make_call(inputs, None, shifts, convs, size, mode, align_corners, relu)
     return choose(backend, call).bind(call)
 

@@ -85,6 +85,10 @@ def test_train_step_own_model(tmp_path):
     (["--variants", "eager,turbo"], "unknown variant"),
     (["--batch", "0"], "positive integer"),
     (["--dtype", "float64"], "invalid choice"),
+    (["--time-budget", "-5"], "positive number of seconds"),
+    (["--time-budget", "0"], "positive number of seconds"),
+    (["--time-budget", "nan"], "positive number of seconds"),
+    (["--plot", "out.jpg"], "expected a file ending in .png, .pdf, .svg"),
 ])
 def test_bad_arguments(capsys, args, message):
     with pytest.raises(SystemExit) as exc:
@@ -208,3 +212,143 @@ def test_a_users_own_model(tmp_path, monkeypatch):
     assert [r["variant"] for r in doc["results"]] == ["eager", "fused"]
     with pytest.raises(SystemExit):
         cli.main(["bench", "--device", "cpu", "--model", "my_hrnet_factory:nope", "--no-progress"])
+
+
+# -- checked before anything runs (issue 24.15) ------------------------------------
+
+@pytest.fixture()
+def no_run(monkeypatch):
+    """Fails a test that reaches the benchmark itself."""
+    from hrnet_fast.bench import runner
+
+    def run_case(*a, **k):
+        raise AssertionError("the benchmark ran; the arguments should have been refused first")
+
+    monkeypatch.setattr(runner, "run_case", run_case)
+
+
+@pytest.mark.parametrize("where", ["dir", "under_a_file"])
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_unwritable_outputs_are_refused_before_running(where, flag, tmp_path, capsys, no_run):
+    if where == "dir":
+        path = str(tmp_path)
+    else:
+        (tmp_path / "file").write_text("x")
+        path = str(tmp_path / "file" / ("out.json" if flag == "--json" else "out.png"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(TINY + [flag, path])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and ("is a directory" in err or "is a file, not a directory" in err), err
+
+
+def test_json_dot_is_refused(capsys, no_run):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(TINY + ["--json", "."])
+    assert exc.value.code == 2 and "--json .: is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is present")
+@pytest.mark.parametrize("args, backend", [(["--backend", "triton"], "triton"),
+                                           (["--variants", "eager,optimized[triton]"], "triton"),
+                                           (["--variants", "fused[cuda]"], "cuda")])
+def test_gpu_backends_without_a_gpu_are_refused_up_front(args, backend, capsys, no_run):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(TINY + args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"backend {backend!r}" in err and ("cannot run here" in err or "not on --device cpu" in err), err
+
+
+def test_cpu_backend_is_not_refused(monkeypatch, capsys):
+    from hrnet_fast.bench import runner
+
+    seen = []
+
+    def run_case(case, **kw):
+        seen.append(case)
+        raise RuntimeError("reached the run")
+
+    monkeypatch.setattr(runner, "run_case", run_case)
+    assert cli.main(TINY + ["--backend", "cpu", "--variants", "eager,fused,optimized"]) == 1
+    assert "reached the run" in capsys.readouterr().err
+    assert seen and seen[0].backend == "cpu"
+
+
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF-"), (".svg", b"<?xml"), (".png", PNG_MAGIC)])
+def test_plot_format_follows_the_suffix(tiny_run, tmp_path, suffix, magic):
+    pytest.importorskip("matplotlib")
+    from hrnet_fast.bench import plotting
+
+    path = tmp_path / f"chart{suffix}"
+    plotting.plot([reporting.from_layout(tiny_run[1])], str(path))
+    data = path.read_bytes()
+    assert data.startswith(magic) and len(data) > 1000
+
+
+def test_help_names_every_variant_and_timm_model():
+    timm = pytest.importorskip("timm")
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench"])
+    text = " ".join(args.subparser.format_help().split())  # line breaks as spaces
+    for name in timm.list_models("hrnet*"):
+        assert name in text, name
+    for variant in ("eager", "fused", "optimized", "compile", "fused+compile"):
+        assert variant in text, variant
+    assert "optimized (hrnet_fast.optimize)" in text
+    assert "does not bound the first calls" in text  # torch.compile's first call can overrun the budget
+
+
+_QUIET = """
+import sys
+from hrnet_fast import cli
+if sys.argv[1] == "bench":
+    rc = cli.main(["bench", "--device", "cpu", "--model", "w18_small_v1", "--head", "pose", "--size", "64x64",
+                   "--batch", "1", "--iters", "1", "--warmup", "1", "--no-progress", "--variants", "eager"])
+    assert rc == 0
+import torch.utils.cpp_extension  # what torch.compile imports on its first call
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the notice is about a toolkit without a GPU")
+def test_no_cuda_toolkit_notice_on_a_cpu_bench(tmp_path):
+    """`make bench` on a machine with a CUDA toolkit and no GPU printed
+    torch's "No CUDA runtime is found, using CUDA_HOME" (the Makefile
+    exports CUDA_HOME; torch also finds nvcc on PATH): the bench command
+    drops that notice."""
+    import os
+
+    env = {**os.environ, "CUDA_HOME": str(tmp_path)}  # any toolkit folder: torch only names it
+    plain = subprocess.run([sys.executable, "-c", _QUIET, "import"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert plain.returncode == 0 and "No CUDA runtime is found" in plain.stderr  # the premise
+    bench = subprocess.run([sys.executable, "-c", _QUIET, "bench"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert "No CUDA runtime is found" not in bench.stderr
+
+
+def test_own_model_from_the_current_directory_through_a_console_script(tmp_path):
+    """Issue 24.13: the README's `hrnet-fast bench --model
+    mypkg.models:build_hrnet`, run from the folder that holds mypkg/, through
+    a launcher like the one pip writes (its sys.path[0] is its own folder,
+    not the current directory as with `python -m`)."""
+    import os
+    from pathlib import Path
+
+    project = tmp_path / "project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "__init__.py").write_text("")
+    (project / "mypkg" / "models.py").write_text(
+        "import hrnet_fast\n\ndef build_hrnet():\n    return hrnet_fast.models.create('w18_small_v1', 'pose')\n")
+    launcher = tmp_path / "bin" / "hrnet-fast"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom hrnet_fast.cli import main\nsys.exit(main())\n")
+    root = str(Path(cli.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    res = subprocess.run([sys.executable, str(launcher), "bench", "--device", "cpu", "--model",
+                          "mypkg.models:build_hrnet", "--size", "64x64", "--batch", "1", "--iters", "1", "--warmup",
+                          "1", "--no-progress", "--variants", "eager", "--json", "out.json"],
+                         cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((project / "out.json").read_text())["model"] == "mypkg.models:build_hrnet"

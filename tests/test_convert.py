@@ -132,7 +132,7 @@ def test_deepcopy_and_pickle():
         mods = hrnet_fast.fused_modules(clone)
         assert len(mods) == len(hrnet_fast.fused_modules(fused))
         for m in mods:  # each copy drives its own layers, not the original's
-            assert m.fused_exchange.host is m and m.forward.__self__ is m.fused_exchange
+            assert m.fused_exchange.host is m and m.forward.host is m
         eval_matches(ref, clone, x)
     buf = io.BytesIO()
     torch.save(fused, buf)
@@ -239,10 +239,109 @@ def test_up_convs_run_as_gemm_unless_hooked():
     # training a conv with hooks is still called as a module, so its hooks
     # fire and see the same tensors as in the unconverted model.
     ref, fused = pair(timm_features("hrnet_w18_small"))
-    up_terms = [t for m in hrnet_fast.fused_modules(fused) for row in m.fused_exchange.plan for t in row
+    up_terms = [t for m in hrnet_fast.fused_modules(fused) for row in m.fused_exchange.terms for t in row
                 if t.kind == "up"]
     assert up_terms and all(t.pointwise for t in up_terms)
     seen = record_outputs({"ref": ref.stage2[0].fuse_layers[0][1][0], "fused": fused.stage2[0].fuse_layers[0][1][0]})
     train_step_matches(ref, fused, torch.randn(X, dtype=torch.float64))
     assert set(seen) == {"ref", "fused"}
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=0, atol=0)
+
+
+# -- what users hit (issue 24) ---------------------------------------------------
+
+def _module(dtype=torch.float64):
+    """A 3-branch timm HighResolutionModule and a converted copy."""
+    from layouts import CHANNELS, LAYOUTS
+
+    torch.manual_seed(0)
+    ref = randomize_bn(LAYOUTS["timm"](CHANNELS)).to(dtype)
+    return ref, hrnet_fast.convert(copy.deepcopy(ref))
+
+
+def _branches(sizes, batches=(2, 2, 2), channels=(4, 6, 8), dtype=torch.float64, device="cpu"):
+    return [torch.randn(n, c, h, w, dtype=dtype, device=device) for n, c, (h, w) in zip(batches, channels, sizes)]
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_meta_tensors_run_as_unconverted(train, grad):
+    # sizing a model on the meta device
+    ref, fused = _module(torch.float32)
+    ref, fused = ref.to("meta").train(train), fused.to("meta").train(train)
+    with torch.set_grad_enabled(grad):
+        for _ in range(2):
+            want = ref(_branches([(12, 20), (6, 10), (3, 5)], dtype=torch.float32, device="meta"))
+            got = fused(_branches([(12, 20), (6, 10), (3, 5)], dtype=torch.float32, device="meta"))
+            assert [t.shape for t in got] == [t.shape for t in want]
+            assert all(t.device.type == "meta" for t in got)
+
+
+@pytest.mark.parametrize("mode", ["eval", "no_grad", "train"])
+def test_list_entries_past_the_last_branch_are_ignored_as_unconverted(mode):
+    ref, fused = _module()
+    for m in (ref, fused):
+        m.train(mode == "train")
+    extra = torch.randn(2, 5, 3, 3, dtype=torch.float64)
+    with torch.set_grad_enabled(mode != "no_grad"):
+        for _ in range(2):
+            xs = _branches([(12, 20), (6, 10), (3, 5)])
+            want = ref([t.clone() for t in xs] + [extra])
+            got = fused([t.clone() for t in xs] + [extra])
+            assert len(got) == len(want)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("path", ["program", "terms", "train"])
+@pytest.mark.parametrize("case", ["spatial", "batch", "height_1"])
+def test_mismatched_branches_raise_what_the_unconverted_module_raises(path, case):
+    # Where the unconverted module's sum raises, the converted one raises
+    # the same type, naming the module, the branch and both shapes. Where
+    # the sum only broadcasts by accident (a batch of 1 against 2, a 1x1
+    # top branch against its 2x2 upsampled neighbour) the converted module
+    # refuses with the same error rather than compute a wrong-sized output.
+    ref, fused = _module()
+    fx = hrnet_fast.fused_modules(fused)[0].fused_exchange
+    fx.eval_program = path == "program"
+    sizes, batches = {"spatial": ([(12, 20), (7, 10), (3, 5)], (2, 2, 2)),
+                      "batch": ([(12, 20), (6, 10), (3, 5)], (2, 3, 2)),
+                      "height_1": ([(1, 1), (1, 1), (1, 1)], (2, 2, 2))}[case]
+    if case == "height_1":  # two branches: the 1x1 top one against its 2x2 upsampled neighbour
+        from layouts import LAYOUTS
+
+        torch.manual_seed(0)
+        ref = randomize_bn(LAYOUTS["timm"]((4, 6))).double()
+        fused = hrnet_fast.convert(copy.deepcopy(ref))
+        fx = hrnet_fast.fused_modules(fused)[0].fused_exchange
+        fx.eval_program = path == "program"
+        sizes, batches = sizes[:2], batches[:2]
+    for m in (ref, fused):
+        m.train(path == "train")
+    xs = _branches(sizes, batches)
+    with torch.set_grad_enabled(path == "train"):
+        try:
+            wrong = ref([t.clone() for t in xs])[0]
+        except RuntimeError as error:
+            assert "must match the size" in str(error)
+        else:
+            assert case == "height_1" and wrong.shape[-2:] != xs[0].shape[-2:]  # broadcast to the wrong size
+        with pytest.raises(RuntimeError, match=r"fuse_layers\[\d\]\[\d\] gives a summand of shape .* for output "
+                                               r"branch \d of shape .*must match the size") as info:
+            fused([t.clone() for t in xs])
+    assert "HighResolutionModule" in str(info.value)
+
+
+def test_the_readme_shows_the_signature_convert_has():
+    import inspect
+    import os
+
+    params = inspect.signature(hrnet_fast.convert).parameters.values()
+    shown = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}".replace("'", '"') for p in params)
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert f"### `convert({shown})`" in readme
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    # as shown: positional arguments work
+    m = hrnet_fast.convert(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=2), "bilinear", True, "auto")
+    assert {(fx.fused_exchange.mode, fx.fused_exchange.align_corners) for fx in hrnet_fast.fused_modules(m)} == \
+        {("bilinear", True)}

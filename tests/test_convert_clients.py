@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 import hrnet_fast
-from layouts_mm import MMPoseHRModule, MMSegHRModule, OfficialSegV11Module, Upsample
+from hrnet_fast.plan.program import Resample
+from layouts import MMPoseHRModule, MMSegHRModule, OfficialSegV11Module, Upsample
 from test_convert_common import assert_close_lists, assert_same_grads, loss_of, pair, record_outputs
 
 CHANNELS = (4, 6, 8, 10)
@@ -30,7 +31,7 @@ def _modes(model):
 
 
 def _kinds(model):
-    return [t.kind for m in hrnet_fast.fused_modules(model) for row in m.fused_exchange.plan for t in row]
+    return [t.kind for m in hrnet_fast.fused_modules(model) for row in m.fused_exchange.terms for t in row]
 
 
 def _matches(ref, fused, xs, train):
@@ -58,15 +59,23 @@ def test_mmseg_upsample_runs_only_where_the_sizes_miss(monkeypatch):
     # Even sizes: the op resizes the 1x1 conv's output once (the layer's own
     # upsample and the host's resize compose to one resize). Odd sizes: the
     # layer's upsample runs, then the op resizes down (26 -> 25) as mmseg's
-    # resize does.
+    # resize does: a module call in the terms, a Resample in the program.
     calls = []
     real = Upsample.forward
     monkeypatch.setattr(Upsample, "forward", lambda self, x: calls.append(tuple(x.shape[-2:])) or real(self, x))
     ref, fused = pair(MMSegHRModule(CHANNELS))
+    fx = hrnet_fast.fused_modules(fused)[0].fused_exchange
+    resamples = lambda: [ins for ins in fx.program.code if isinstance(ins, Resample)]  # noqa: E731
     fused.eval()
     with torch.no_grad():
         fused(_inputs(SIZES["even"]))
-        assert calls == []
+        assert calls == [] and resamples() == []
+        fused(_inputs(SIZES["odd"]))
+        assert calls == [] and resamples()
+        _matches(ref, fused, _inputs(SIZES["odd"]), train=False)
+    calls.clear()
+    fx.eval_program = False
+    with torch.no_grad():
         fused(_inputs(SIZES["odd"]))
     assert calls  # the mismatching ones ran as the source runs them
 

@@ -11,7 +11,7 @@ import hrnet_fast
 from hrnet_fast.models import HighResolutionModule
 from test_convert_common import pair
 
-from layouts_official import SegStyleModule, seg_src
+from layouts import OfficialSegModule, seg_src
 
 
 def _inputs():
@@ -20,7 +20,7 @@ def _inputs():
 
 def _build():
     torch.manual_seed(5)
-    return SegStyleModule(HighResolutionModule([4, 8, 12], (1, 1, 1), (4, 8, 12), mode="bilinear"))
+    return OfficialSegModule([4, 8, 12], HighResolutionModule([4, 8, 12], (1, 1, 1), (4, 8, 12)).branches)
 
 
 @pytest.mark.parametrize("align", [True, False])
@@ -39,13 +39,13 @@ def test_official_seg_layout_reads_align_corners_global(align, monkeypatch):
 
 
 def test_unknown_interpolation_needs_mode():
-    class Bare(SegStyleModule):
+    class Bare(OfficialSegModule):
         pass
 
     Bare.__module__ = __name__  # no ALIGN_CORNERS here, no align_corners attribute
     with pytest.raises(ValueError, match="mode="):
-        hrnet_fast.convert(Bare(_build()))
-    m = hrnet_fast.convert(Bare(_build()), mode="bilinear", align_corners=True)
+        hrnet_fast.convert(Bare([4, 8, 12]))
+    m = hrnet_fast.convert(Bare([4, 8, 12]), mode="bilinear", align_corners=True)
     fx = hrnet_fast.fused_modules(m)[0].fused_exchange
     assert (fx.mode, fx.align_corners) == ("bilinear", True)
 

@@ -1,8 +1,13 @@
-"""Deployment through traces and ONNX (issue 17): a converted model traces
-(torch.jit.trace) and exports (torch.onnx.export, dynamo and legacy) to
-standard operators that ONNX Runtime runs with the same outputs."""
+"""Deployment through traces, ONNX and torch.export (issues 17, 25): a
+converted or optimized model traces (torch.jit.trace) and exports
+(torch.onnx.export, dynamo and legacy; torch.export) to standard operators
+that ONNX Runtime, or a process without hrnet_fast, runs with the same
+outputs."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -108,3 +113,51 @@ def test_onnx_export_of_an_optimized_model_runs_in_onnxruntime(dynamo, tmp_path)
     with torch.no_grad():
         want = ref(x)
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-4)
+
+
+# Loads and runs exported programs in a process where importing hrnet_fast
+# fails: whatever the programs need must be standard PyTorch.
+_LOAD_ELSEWHERE = textwrap.dedent("""
+    import sys
+    sys.modules["hrnet_fast"] = None  # any import of it raises
+    import torch
+    d = sys.argv[1]
+    x = torch.load(d + "/x.pt")
+    outs = {}
+    for name in sys.argv[2:]:
+        ep = torch.export.load(d + "/" + name + ".pt2")
+        with torch.no_grad():
+            outs[name] = ep.module()(x)
+    torch.save(outs, d + "/outs.pt")
+    assert not any(m.startswith("hrnet_fast") and sys.modules[m] is not None for m in sys.modules)
+""")
+
+
+def _custom_ops(program) -> list:
+    """The calls of hrnet_fast's ops (and of the process-bound oneDNN
+    calls) in an exported program, its submodules' graphs included."""
+    return sorted({str(n.target) for gm in program.graph_module.modules() if hasattr(gm, "graph")
+                   for n in gm.graph.nodes
+                   if n.op == "call_function" and any(k in str(n.target) for k in ("hrnet_fast", "mkldnn"))})
+
+
+def test_torch_export_loads_and_runs_without_hrnet_fast(tmp_path):
+    """Issue 25.1: torch.export of a converted and of an optimized model
+    keeps no hrnet_fast op, so torch.export.load works in a process that
+    never imports hrnet_fast, with the source model's outputs."""
+    ref, fused = _model("seg", {"align_corners": True})
+    fast = hrnet_fast.optimize(ref)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        want = ref(x)
+    for name, model in (("converted", fused), ("optimized", fast)):
+        program = torch.export.export(model, (x,))
+        assert _custom_ops(program) == [], name
+        torch.export.save(program, str(tmp_path / f"{name}.pt2"))
+    torch.save(x, tmp_path / "x.pt")
+    res = subprocess.run([sys.executable, "-c", _LOAD_ELSEWHERE, str(tmp_path), "converted", "optimized"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    outs = torch.load(tmp_path / "outs.pt")
+    for name in ("converted", "optimized"):
+        torch.testing.assert_close(outs[name], want, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")

@@ -11,8 +11,9 @@ import torch.nn as nn
 
 import hrnet_fast
 import hrnet_fast.backend
-import hrnet_fast.modules as fm
-from hrnet_fast import folding
+from hrnet_fast.convert import module as fm
+from hrnet_fast.convert import folding
+from hrnet_fast.plan.program import Exchange
 from test_convert_common import (assert_close_lists, assert_same_grads, eval_matches, freeze_batchnorm,
                                  gradients_match, loss_of, pair, randomize_bn, record_outputs)
 
@@ -21,7 +22,8 @@ X = (2, 3, 64, 64)
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Records every exchange call the converted modules make."""
+    """Records every exchange call the converted modules make from their
+    terms (the general path; eval programs are inspected directly)."""
     log = []
     real = fm.exchange
 
@@ -56,18 +58,20 @@ def _downs(model):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_eval_is_one_call_per_row_with_folded_convs(calls, backend):
+def test_eval_is_one_call_per_row_with_folded_convs(backend):
     ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "pose"), backend=backend)
     eval_matches(ref, fused, torch.randn(X, dtype=torch.float64))
-    assert len(calls) == _rows(fused)
+    rows = [ins for m in hrnet_fast.fused_modules(fused) for ins in m.fused_exchange.program.code
+            if isinstance(ins, Exchange)]
+    assert len(rows) == _rows(fused)
     # every BN is folded into a conv: the op gets no affine rows at all
-    assert all(c["scales"] is None and c["shifts"] is None for c in calls)
+    assert all(ins.shifts is None for ins in rows)
     if hrnet_fast.backend.conv_terms_in_kernel(backend, "cpu"):
         # the chains' last convs run inside the op
-        assert sum(c["convs"] for c in calls) == _downs(fused) > 0
+        assert sum(len(ins.convs) for ins in rows) == _downs(fused) > 0
     else:
         # no conv-term kernel: the folded conv runs as a library call
-        assert sum(c["convs"] for c in calls) == 0
+        assert sum(len(ins.convs) for ins in rows) == 0
 
 
 @pytest.mark.parametrize("in_op", [False, True])
@@ -175,65 +179,7 @@ def test_hooked_chain_link_runs_as_module():
     torch.testing.assert_close(seen["fused"], seen["ref"], rtol=1e-12, atol=1e-12)
 
 
-def test_convert_again_refreshes_folds_after_data_edits():
-    # `.data` edits do not bump version counters, so the fold cache cannot
-    # see them; converting again (documented) drops the cache.
-    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
-    for x in (torch.randn(X, dtype=torch.float64), torch.randn(1, 3, 64, 64, dtype=torch.float64)):
-        eval_matches(ref, fused, x)
-        for model in (ref, fused):
-            host = [m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0]
-            host.fuse_layers[3][0][0][0].weight.data.mul_(-0.5)  # a merged first link at batch 1
-            host.fuse_layers[0][2][1].running_mean.data.add_(1.0)
-        hrnet_fast.convert(fused)
-        eval_matches(ref, fused, x)
-
-
-@pytest.mark.parametrize("batch", [1, 2])
-def test_a_training_forward_refreshes_the_folds(batch):
-    # A training-mode forward updates the running statistics inside the
-    # batch-norm kernel without bumping their version counters; the BN's
-    # num_batches_tracked counter is what shows it.
-    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
-    x = torch.randn(batch, 3, 64, 64, dtype=torch.float64)
-    eval_matches(ref, fused, x)  # folds cached (merged first convs too at batch 1)
-    shifted = torch.randn(2, 3, 64, 64, dtype=torch.float64) * 3.0 + 1.0
-    for model in (ref, fused):
-        model.train()
-        with torch.no_grad():
-            model(shifted)
-    eval_matches(ref, fused, x)
-
-
-def test_compiled_inference_rows_follow_hooks_and_swapped_tensors():
-    # The eval path compiled to folded weights is reused between calls; a
-    # hook added later, a new Parameter, .to() and an in-place edit must
-    # all be seen on the next call.
-    ref, fused = pair(hrnet_fast.models.create("w18_small_v1", "seg", num_classes=3))
-    x = torch.randn(X, dtype=torch.float64)
-    eval_matches(ref, fused, x)
-    hosts = [[m for m in model.modules() if len(getattr(m, "fuse_layers", ())) == 4][0] for model in (ref, fused)]
-    seen = record_outputs({name: h.fuse_layers[0][2] for name, h in zip(("ref", "fused"), hosts)})
-    eval_matches(ref, fused, x)
-    assert set(seen) == {"ref", "fused"}
-    torch.testing.assert_close(seen["fused"], seen["ref"])
-    new = torch.randn_like(hosts[0].fuse_layers[0][1][0].weight)
-    for h in hosts:
-        h.fuse_layers[0][1][0].weight = nn.Parameter(new.clone())  # a swapped tensor, same module
-    eval_matches(ref, fused, x)
-    for h in hosts:
-        with torch.no_grad():
-            h.fuse_layers[3][2][0][1].weight.mul_(-1.5)  # in place
-    eval_matches(ref, fused, x)
-    ref.float()
-    fused.float()
-    with torch.no_grad():
-        a, b = ref(x.float()), fused(x.float())
-    assert b.dtype == torch.float32
-    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
-
-
-def test_inference_rows_choose_a_backend_once_per_signature(monkeypatch):
+def test_eval_programs_choose_a_backend_once_per_signature(monkeypatch):
     # After a signature's first eval call each row calls its bound runner
     # (ops.bind_exchange): no backend choice, the same results; a new input
     # size builds and binds again.
@@ -241,7 +187,7 @@ def test_inference_rows_choose_a_backend_once_per_signature(monkeypatch):
     choices = []
     real_choose = hrnet_fast.ops.choose
     monkeypatch.setattr(hrnet_fast.ops, "choose", lambda name, call: choices.append(name) or real_choose(name, call))
-    rows = sum(len(m.fused_exchange.plan) for m in hrnet_fast.fused_modules(fused))
+    rows = sum(len(m.fused_exchange.terms) for m in hrnet_fast.fused_modules(fused))
     for shape in (X, (1, 3, 50, 70), X):
         x = torch.randn(shape, dtype=torch.float64)
         before = len(choices)

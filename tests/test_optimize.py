@@ -18,11 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hrnet_fast
-from hrnet_fast.layouts import is_hr_module
+from hrnet_fast.convert.layouts import is_hr_module
 from hrnet_fast.models import HighResolutionModule
 from hrnet_fast.optimize import OptimizedModule, StaleSourceError
 from hrnet_fast.optimize.convs import Epilogue, FusedConv
-from layouts_official import SegStyleModule as OfficialSegModule, seg_src
+from hrnet_fast.plan.program import Exchange
+from layouts import MMBackbone, MMBasicBlock, OfficialSegModule, seg_src
 from test_convert_common import randomize_bn
 
 timm = pytest.importorskip("timm")
@@ -122,7 +123,12 @@ def test_own_pose():
     assert fast.report.bns_folded == all_bns(m) and fast.report.opaque_terms == 0
 
 
-# The official segmentation repository's layout: layouts_official.
+# The official segmentation repository's layout (tests/layouts.py).
+
+
+def _blocks(channels):
+    """One BasicBlock per branch, as the official repositories' branches."""
+    return HighResolutionModule(channels, (1,) * len(channels), channels, mode="bilinear").branches
 
 
 class OfficialSegNet(nn.Module):
@@ -135,12 +141,12 @@ class OfficialSegNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.transition1 = nn.ModuleList([None, nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False),
                                                               nn.BatchNorm2d(16), nn.ReLU(inplace=True))])
-        self.stage2 = nn.Sequential(OfficialSegModule(HighResolutionModule([8, 16], (1, 1), (8, 16), mode="bilinear")))
+        self.stage2 = nn.Sequential(OfficialSegModule([8, 16], _blocks([8, 16])))
         self.transition2 = nn.ModuleList([None, None, nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1, bias=False),
                                                                     nn.BatchNorm2d(32), nn.ReLU(inplace=True))])
         self.stage3 = nn.Sequential(
-            OfficialSegModule(HighResolutionModule([8, 16, 32], (1, 1, 1), (8, 16, 32), mode="bilinear")),
-            OfficialSegModule(HighResolutionModule([8, 16, 32], (1, 1, 1), (8, 16, 32), mode="bilinear")))
+            OfficialSegModule([8, 16, 32], _blocks([8, 16, 32])),
+            OfficialSegModule([8, 16, 32], _blocks([8, 16, 32])))
         self.last_layer = nn.Sequential(nn.Conv2d(56, 56, 1), nn.BatchNorm2d(56), nn.ReLU(inplace=True),
                                         nn.Conv2d(56, 4, 1))
 
@@ -172,162 +178,6 @@ def test_official_seg_layout(align, monkeypatch):
     assert fast.report.exchange_modules == 3 and fast.report.bns_left == 0 and fast.report.opaque_terms == 0
     hr = [mod for mod in fast.modules() if type(mod).__name__ == "OptimizedHRModule"]
     assert {(h.mode, h.align_corners) for h in hr} == {("bilinear", align)}
-
-
-# mmcv / mmseg style: BasicBlock with norm1/norm2 properties over bn1/bn2,
-# with_cp; an HRModule whose coarse fuse layers end in an Upsample module
-# and whose forward resizes again to the finer branch's size (two
-# resamplings at odd sizes).
-
-class MMBasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.norm1_name, self.norm2_name = "bn1", "bn2"
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.add_module(self.norm1_name, nn.BatchNorm2d(planes))
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.add_module(self.norm2_name, nn.BatchNorm2d(planes))
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.with_cp = False
-
-    @property
-    def norm1(self):
-        return getattr(self, self.norm1_name)
-
-    @property
-    def norm2(self):
-        return getattr(self, self.norm2_name)
-
-    def forward(self, x):
-        def _inner_forward(x):
-            identity = x
-            out = self.conv1(x)
-            out = self.norm1(out)
-            out = self.relu(out)
-            out = self.conv2(out)
-            out = self.norm2(out)
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out += identity
-            return out
-
-        if self.with_cp and x.requires_grad:
-            out = torch.utils.checkpoint.checkpoint(_inner_forward, x)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
-
-
-class Upsample(nn.Module):
-    """mmseg.ops.Upsample's interface."""
-
-    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
-        super().__init__()
-        self.size, self.scale_factor = size, scale_factor
-        self.mode, self.align_corners = mode, align_corners
-
-    def forward(self, x):
-        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
-
-
-def resize(input, size=None, scale_factor=None, mode="nearest", align_corners=None, warning=True):
-    return F.interpolate(input, size, scale_factor, mode, align_corners)
-
-
-class MMHRModule(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.num_branches = n = len(channels)
-        self.branches = nn.ModuleList(nn.Sequential(MMBasicBlock(c, c), MMBasicBlock(c, c)) for c in channels)
-        rows = []
-        for i in range(n):
-            row = []
-            for j in range(n):
-                if j > i:
-                    row.append(nn.Sequential(nn.Conv2d(channels[j], channels[i], 1, bias=False),
-                                             nn.BatchNorm2d(channels[i]),
-                                             Upsample(scale_factor=2 ** (j - i), mode="bilinear", align_corners=False)))
-                elif j == i:
-                    row.append(None)
-                else:
-                    links = []
-                    for k in range(i - j):
-                        last = k == i - j - 1
-                        cout = channels[i] if last else channels[j]
-                        link = [nn.Conv2d(channels[j], cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout)]
-                        if not last:
-                            link.append(nn.ReLU(inplace=False))
-                        links.append(nn.Sequential(*link))
-                    row.append(nn.Sequential(*links))
-            rows.append(nn.ModuleList(row))
-        self.fuse_layers = nn.ModuleList(rows)
-        self.relu = nn.ReLU(inplace=False)
-
-    def forward(self, x):
-        for i in range(self.num_branches):
-            x[i] = self.branches[i](x[i])
-        x_fuse = []
-        for i in range(len(self.fuse_layers)):
-            y = 0
-            for j in range(self.num_branches):
-                if i == j:
-                    y += x[j]
-                elif j > i:
-                    y = y + resize(self.fuse_layers[i][j](x[j]), size=x[i].shape[2:], mode="bilinear",
-                                   align_corners=False)
-                else:
-                    y += self.fuse_layers[i][j](x[j])
-            x_fuse.append(self.relu(y))
-        return x_fuse
-
-
-class MMBackbone(nn.Module):
-    """mmseg's HRNet backbone shape: norm1/norm2 properties on the stem,
-    transitions, stages of HRModules, returns the branch list."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm1_name, self.norm2_name = "bn1", "bn2"
-        self.conv1 = nn.Conv2d(3, 16, 3, 2, 1, bias=False)
-        self.add_module("bn1", nn.BatchNorm2d(16))
-        self.conv2 = nn.Conv2d(16, 16, 3, 2, 1, bias=False)
-        self.add_module("bn2", nn.BatchNorm2d(16))
-        self.relu = nn.ReLU(inplace=True)
-        down = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32))
-        self.layer1 = nn.Sequential(MMBasicBlock(16, 32, downsample=down))
-        self.transition1 = nn.ModuleList([nn.Sequential(nn.Conv2d(32, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
-                                                        nn.ReLU(inplace=True)),
-                                          nn.Sequential(nn.Sequential(nn.Conv2d(32, 16, 3, 2, 1, bias=False),
-                                                                      nn.BatchNorm2d(16), nn.ReLU(inplace=True)))])
-        self.stage2 = nn.Sequential(MMHRModule([8, 16]))
-        self.transition2 = nn.ModuleList([None, None, nn.Sequential(nn.Sequential(
-            nn.Conv2d(16, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True)))])
-        self.stage3 = nn.Sequential(MMHRModule([8, 16, 24]))
-
-    @property
-    def norm1(self):
-        return getattr(self, self.norm1_name)
-
-    @property
-    def norm2(self):
-        return getattr(self, self.norm2_name)
-
-    def forward(self, x):
-        x = self.relu(self.norm1(self.conv1(x)))
-        x = self.relu(self.norm2(self.conv2(x)))
-        x = self.layer1(x)
-        x_list = [self.transition1[i](x) for i in range(2)]
-        y_list = self.stage2(x_list)
-        x_list = []
-        for i in range(3):
-            if self.transition2[i] is not None:
-                x_list.append(self.transition2[i](y_list[-1]))
-            else:
-                x_list.append(y_list[i])
-        return self.stage3(x_list)
 
 
 def test_mm_style_backbone_odd_sizes():
@@ -499,8 +349,9 @@ def test_cudnn_platform_calls_match_their_schema(monkeypatch):
     convs = [c for c in fast.modules() if isinstance(c, CudnnConv)]
     assert convs and not any(c.fallback for c in convs)
     assert calls["relu"] > 0 and calls["add_relu"] > 0
-    assert any(isinstance(i.shift, torch.Tensor) for hr in fast.modules() if hasattr(hr, "rows")
-               for row in hr.rows for i in row if hasattr(i, "shift"))
+    programs = [hr.programs.program for hr in fast.modules() if hasattr(hr, "programs")]
+    assert programs and all(p is not None for p in programs)
+    assert any(ins.shifts is not None for p in programs for ins in p.code if isinstance(ins, Exchange))
 
 
 def test_input_layout_and_independent_outputs():
@@ -566,32 +417,29 @@ def test_weight_packed_per_input_shape_and_bounded():
     assert len(conv.packs) == limit
 
 
+class ConvBN(nn.Module):
+    """A conv and a BN whose forward `combine(self, x)` says how they meet."""
+
+    def __init__(self, combine, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, cout, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.combine = combine
+
+    def forward(self, x):
+        return self.combine(self, x)
+
+
 def test_shared_conv_called_twice():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, 1, 1)
-            self.bn = nn.BatchNorm2d(3)
-
-        def forward(self, x):
-            return self.bn(self.conv(x)) + F.relu(self.conv(x))
-
     torch.manual_seed(0)
-    check_equal(randomize_bn(Net()), [torch.randn(1, 3, 8, 8)])
+    net = ConvBN(lambda m, x: m.bn(m.conv(x)) + F.relu(m.conv(x)), 3)
+    check_equal(randomize_bn(net), [torch.randn(1, 3, 8, 8)])
 
 
 def test_conv_whose_weight_is_read_directly_keeps_its_module():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, 1, 1)
-            self.bn = nn.BatchNorm2d(4)
-
-        def forward(self, x):
-            return F.relu(self.bn(self.conv(x))) * self.conv.weight.mean()
-
     torch.manual_seed(0)
-    fast = check_equal(randomize_bn(Net()), [torch.randn(1, 3, 8, 8)])
+    net = ConvBN(lambda m, x: F.relu(m.bn(m.conv(x))) * m.conv.weight.mean(), 4)
+    fast = check_equal(randomize_bn(net), [torch.randn(1, 3, 8, 8)])
     assert fast.report.bns_left == 1 and fast.report.bns_folded == 0
 
 
@@ -713,7 +561,7 @@ def test_report_and_setup_time():
 
 def test_doctests():
     # importlib: `hrnet_fast.optimize` the attribute is the function
-    for name in ("api", "guard", "report"):
+    for name in ("api", "report"):
         mod = importlib.import_module(f"hrnet_fast.optimize.{name}")
         result = doctest.testmod(mod, verbose=False)
         assert result.failed == 0, mod.__name__

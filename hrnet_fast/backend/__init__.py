@@ -40,6 +40,18 @@ AUTO_ORDER: Tuple[str, ...] = ("cuda", "cpu", "triton", "reference")
 _CHOICES: Dict[tuple, Backend] = {}
 
 
+def check_name(who: str, name: str) -> None:
+    """Raises for a `backend=` argument that is not "auto" or a backend
+    name (ValueError), or names one that cannot run here
+    (BackendUnavailable): at the call that takes it, not at a first run."""
+    if not isinstance(name, str) or (name != "auto" and name not in NAMES):
+        raise ValueError(f"{who}: unknown backend {name!r}; expected one of {('auto',) + NAMES}")
+    if name != "auto":
+        reason = BACKENDS[name].unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(f"{who}: backend {name!r} is unavailable: {reason}")
+
+
 def available() -> Dict[str, bool]:
     """Which backends can run on this machine (for some device)."""
     return {name: b.unavailable_reason() is None for name, b in BACKENDS.items()}
@@ -120,4 +132,4 @@ def table() -> List[Tuple[str, str, str, str]]:
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "BackendUnavailable", "BackendUnsupported", "NAMES", "available",
-           "choose", "conv_terms_in_kernel", "defers_to_compiler", "for_device", "lower_convs", "run_reference", "table"]
+           "check_name", "choose", "conv_terms_in_kernel", "defers_to_compiler", "for_device", "lower_convs", "run_reference", "table"]

@@ -26,33 +26,25 @@ def _run_op(call: ExchangeCall) -> Tensor:
 
 
 class OpRunner:
-    """A bound call of the op without affines or conv terms. What it runs
-    is data (size, mode, align_corners, relu), so a converted module whose
-    rows are all OpRunners can run as one C++ call (hrnet_fast.native_rows)."""
-    __slots__ = ("size", "mode", "align_corners", "relu")
+    """A bound call of the op without scales or conv terms. What it runs is
+    data (shifts, size, mode, align_corners, relu), so an eval program whose
+    rows are all OpRunners can run as one C++ call (hrnet_fast.plan.native)."""
+    __slots__ = ("shifts", "size", "mode", "align_corners", "relu")
 
     def __init__(self, call: ExchangeCall):
+        self.shifts = call.shifts
         self.size, self.mode, self.align_corners, self.relu = \
             tuple(call.size), call.mode, call.align_corners, call.relu
 
     def __call__(self, inputs: List[Tensor], convs: Sequence[tuple]) -> Tensor:
-        return _exchange_op(inputs, [], [], self.size, self.mode, self.align_corners, self.relu)
+        return _exchange_op(inputs, [], self.shifts, self.size, self.mode, self.align_corners, self.relu)
 
 
 def _bind_op(backend: Backend, call: ExchangeCall) -> BoundCall:
-    """Calls without affines or conv terms go straight to the op."""
-    if call.convs or call.scales or call.shifts:
+    """Calls without scales or conv terms go straight to the op."""
+    if call.convs or call.scales:
         return Backend.bind(backend, call)
     return OpRunner(call)
-
-
-# csrc/rows_plan.cpp, for hrnet_fast.native_rows:
-#   rows_plan(constants, program, registers, like, sources, versions, placed,
-#             places, mode, align_corners, relu) -> plan
-#   run_rows((plan, BN modules, hook dicts, RemovableHandle), xs)
-#     -> the rows' outputs, or None when the plan does not fit
-rows_plan = _C.rows_plan if _C is not None else None
-run_rows = _C.run_rows if _C is not None else None
 
 
 class CpuBackend(Backend):

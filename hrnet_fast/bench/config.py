@@ -42,7 +42,8 @@ class Case:
             that compiles).
         time_budget_s: if set, fewer timed rounds (at least 3) when `iters`
             would not fit in this many seconds from the case's start (first
-            calls, torch.compile's included, and warm-up count).
+            calls, torch.compile's included, and warm-up count, but are
+            never cut short: they can overrun it).
         seed: seed for weights, BatchNorm statistics and the input.
     """
 
@@ -162,7 +163,8 @@ def is_user_model(model: str) -> bool:
 #: On CPU: eager, converted, optimized and compiled side by side, about three
 #: minutes on 2 cores, a minute and a half of it torch.compile's first call;
 #: on a slower or busy machine the 180 s budget trims the timed rounds
-#: (never below 3).
+#: (never below 3). It cannot cut a first call short: a compile that takes
+#: longer (319 s seen on a loaded 2-core machine) makes the run longer.
 CPU_DEFAULT = Case(model="hrnet_w18_small", head=None, size=(256, 192), batch=4, device="cpu",
                    variants=["eager", "fused", "optimized", "compile"], iters=100, warmup=3, time_budget_s=180.0)
 #: On CUDA: the two cases people run HRNet for.

@@ -1,6 +1,8 @@
 """Build the benchmarked model and its input."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import List, Optional
 
 import torch
@@ -18,11 +20,23 @@ def timm_hrnet_names() -> List[str]:
     return sorted(timm.list_models("hrnet*"))
 
 
+def _with_current_directory() -> None:
+    """Put the current directory on sys.path, last, where it is missing: a
+    console script's sys.path starts with its bin/ folder, not with the
+    current directory as `python -m` does, and the CLI promises models
+    importable from there. Last, so it shadows nothing installed."""
+    here = os.getcwd()
+    if not any(p in ("", ".", here) for p in sys.path):
+        sys.path.append(here)
+
+
 def user_factory(model: str):
-    """The zero-argument callable named by `package.module:factory`."""
+    """The zero-argument callable named by `package.module:factory`,
+    imported from sys.path or the current directory."""
     import importlib
 
     module, _, name = model.partition(":")
+    _with_current_directory()
     try:
         factory = importlib.import_module(module)
         for part in name.split("."):

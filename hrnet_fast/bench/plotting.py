@@ -1,8 +1,28 @@
-"""The PNG bar chart of a run (matplotlib, Agg backend)."""
+"""The bar chart of a run (matplotlib, Agg backend): PNG, PDF or SVG, by
+the file's suffix."""
 from __future__ import annotations
 
 import os
 from typing import Any, Dict, Sequence
+
+#: The formats `plot` writes, by file suffix.
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
+def check_path(path: str) -> str:
+    """The format `path`'s suffix names ("png", "pdf" or "svg").
+
+    Raises:
+        ValueError: for any other suffix, naming the ones it takes.
+
+    Example:
+        >>> check_path("out/latency.pdf")
+        'pdf'
+    """
+    fmt = FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f"--plot {path}: expected a file ending in {', '.join(FORMATS)} (the chart's format)")
+    return fmt
 
 
 def have_matplotlib() -> bool:
@@ -16,11 +36,14 @@ def have_matplotlib() -> bool:
 
 def plot(reports: Sequence[Dict[str, Any]], path: str) -> None:
     """Median latency per variant (bars, p10-p90 whiskers, speedup against
-    eager written above each bar), one panel per case, saved as PNG.
+    eager written above each bar), one panel per case, saved in the format
+    `path`'s suffix names (check_path).
 
     Raises:
         ImportError: when matplotlib is not installed.
+        ValueError: for a suffix other than .png, .pdf or .svg.
     """
+    fmt = check_path(path)
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -49,5 +72,5 @@ def plot(reports: Sequence[Dict[str, Any]], path: str) -> None:
         ax.margins(y=0.15)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, format="png", dpi=110)
+    fig.savefig(path, format=fmt, dpi=110)
     plt.close(fig)

@@ -166,6 +166,16 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float
     return data[best - 1], data[n - best]
 
 
+def median_difference(ms: Mapping[str, Sequence[float]], a: str, b: str) -> Tuple[float, float, float]:
+    """The median of the per-round differences a - b of paired rounds
+    (milliseconds in, microseconds out) and its distribution-free 95 %
+    interval: steadier than a difference of two medians of times tens of
+    times larger."""
+    diffs = [(x - y) * 1e3 for x, y in zip(ms[a], ms[b])]
+    low, high = median_interval(diffs)
+    return statistics.median(diffs), low, high
+
+
 def rounds_within(budget_s: Optional[float], round_ms: float, wanted: int, minimum: int = 3) -> int:
     """How many rounds of `round_ms` fit in `budget_s` (None: no limit),
     between `minimum` and `wanted`."""

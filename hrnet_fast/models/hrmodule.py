@@ -16,7 +16,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +25,44 @@ from torch import Tensor
 from .blocks import BLOCKS, BN_MOMENTUM, make_layer
 
 
+def make_fuse_layers(channels: Sequence[int], rows: int, up: Callable[[int], List[nn.Module]],
+                     relu_inplace: bool = True) -> nn.ModuleList:
+    """HRNet's fuse layers in the official layout, `rows` output branches:
+    conv 1x1 + BN [+ `up(2 ** (j - i))`] from each coarser branch j, chains
+    of stride-2 conv 3x3 + BN [+ ReLU] from each finer one, None for the
+    branch itself."""
+    fuse = []
+    for i in range(rows):
+        row: List[Optional[nn.Module]] = []
+        for j, cj in enumerate(channels):
+            if j > i:
+                row.append(nn.Sequential(nn.Conv2d(cj, channels[i], 1, 1, 0, bias=False),
+                                         nn.BatchNorm2d(channels[i], momentum=BN_MOMENTUM), *up(2 ** (j - i))))
+            elif j == i:
+                row.append(None)
+            else:
+                links = []
+                for k in range(i - j):
+                    cout = channels[i] if k == i - j - 1 else cj
+                    link = [nn.Conv2d(cj, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout, momentum=BN_MOMENTUM)]
+                    if k < i - j - 1:
+                        link.append(nn.ReLU(inplace=relu_inplace))
+                    links.append(nn.Sequential(*link))
+                row.append(nn.Sequential(*links))
+        fuse.append(nn.ModuleList(row))
+    return nn.ModuleList(fuse)
+
+
 class HighResolutionModule(nn.Module):
+    # How hrnet_fast.convert reads this layout: forward builds a new list
+    # of branch outputs rather than writing them into the caller's, and
+    # resizes the coarse branches only in bilinear mode.
+    writes_branches_back = False
+
+    @property
+    def resizes_in_forward(self) -> bool:
+        return self.mode == "bilinear"
+
     def __init__(
         self,
         in_channels: Sequence[int],
@@ -47,38 +84,10 @@ class HighResolutionModule(nn.Module):
         self.branches = nn.ModuleList(
             make_layer(block_type, in_channels[i], channels[i], num_blocks[i]) for i in range(self.num_branches))
         self.num_inchannels = [c * block_type.expansion for c in channels]
-        self.fuse_layers = self._make_fuse_layers()
+        self.fuse_layers = None if self.num_branches == 1 else make_fuse_layers(
+            self.num_inchannels, self.num_branches if multi_scale_output else 1,
+            lambda s: [nn.Upsample(scale_factor=s, mode="nearest")] if mode == "nearest" else [])
         self.relu = nn.ReLU(inplace=False)
-
-    def _make_fuse_layers(self) -> Optional[nn.ModuleList]:
-        n, chs = self.num_branches, self.num_inchannels
-        if n == 1:
-            return None
-        rows = []
-        for i in range(n if self.multi_scale_output else 1):
-            row: List[Optional[nn.Module]] = []
-            for j in range(n):
-                if j > i:
-                    layers = [nn.Conv2d(chs[j], chs[i], 1, 1, 0, bias=False),
-                              nn.BatchNorm2d(chs[i], momentum=BN_MOMENTUM)]
-                    if self.mode == "nearest":
-                        layers.append(nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"))
-                    row.append(nn.Sequential(*layers))
-                elif j == i:
-                    row.append(None)
-                else:
-                    links = []
-                    for k in range(i - j):
-                        last = k == i - j - 1
-                        cout = chs[i] if last else chs[j]
-                        link = [nn.Conv2d(chs[j], cout, 3, 2, 1, bias=False),
-                                nn.BatchNorm2d(cout, momentum=BN_MOMENTUM)]
-                        if not last:
-                            link.append(nn.ReLU(inplace=True))
-                        links.append(nn.Sequential(*link))
-                    row.append(nn.Sequential(*links))
-            rows.append(nn.ModuleList(row))
-        return nn.ModuleList(rows)
 
     def forward(self, x: List[Tensor]) -> List[Tensor]:
         if self.num_branches == 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from .copying import private_copy
 from .graph import Builder
-from .guard import _GENERATION, SourceGuard
+from ..plan.guard import ModelGuard, generation
 from .module import OptimizedModule
 from .report import Report
 from .settings import Settings, resolve
@@ -64,7 +65,13 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     Returns:
         An `OptimizedModule`; its `report` counts what was folded and fused.
 
-    Rules (each a clear error):
+    Rules (each a clear error, but the first):
+        - it computes what `model.eval()` computes: a model in training mode
+          is evaluated all the same, with a warning and
+          `report.source_training` saying so;
+        - the example input's channel count must be what the model's first
+          convolution takes (ValueError naming both, before anything is
+          built);
         - inference only: `.train()`, a call with an input that requires
           grad under grad mode, `.to()` raise (use `hrnet_fast.convert` to
           train);
@@ -72,7 +79,7 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
         - the source model must not change afterwards: a parameter or
           buffer changed in place, a training-mode forward, a move or cast,
           or a replaced tensor raises `StaleSourceError` at the next call
-          (hrnet_fast.optimize.guard). Edits through `.data` bypass PyTorch's
+          (hrnet_fast.plan.guard.ModelGuard). Edits through `.data` bypass PyTorch's
           version counters and are not seen. Optimize again after any
           change.
         - on CUDA, further input shapes beyond the graph cache's bound
@@ -93,9 +100,20 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
     """
     start = time.perf_counter()
     settings = resolve(model, example_input, dtype, channels_last, cuda_graph, backend)
-    guard = SourceGuard(model)
+    guard = ModelGuard(model)
     report = Report(platform=settings.platform.value, device=str(settings.device), dtype=str(settings.dtype),
                     channels_last=settings.channels_last, cuda_graph=settings.cuda_graph)
+    training = [name or "the model" for name, m in model.named_modules() if m.training]
+    if training:
+        # The copy is evaluated (copying.private_copy puts it in eval mode):
+        # said here and in the report, as a model in training mode is
+        # usually one the caller forgot to put in eval mode.
+        report.source_training = True
+        warnings.warn(f"hrnet_fast.optimize: the model is in training mode ({training[0]}"
+                      + (f" and {len(training) - 1} more modules" if len(training) > 1 else "")
+                      + "); the optimized module computes what model.eval() computes (running BatchNorm "
+                        "statistics, no dropout). Call model.eval() first to say so; to train, use "
+                        "hrnet_fast.convert(model)", UserWarning, stacklevel=2)
     body = Builder(settings, report).build(private_copy(model))
     _move_rest(body, settings)
     optimized = OptimizedModule(body, settings, guard, report)
@@ -106,7 +124,7 @@ def optimize(model: nn.Module, example_input: Optional[Tensor] = None, *, dtype:
         report.cuda_graph = False
     # Building registered modules (global registration hooks fired); the
     # source itself is unchanged.
-    guard.generation = _GENERATION[0]
+    guard.generation = generation()
     if example_input is not None:
         optimized(example_input)
     report.setup_s = time.perf_counter() - start

@@ -6,17 +6,30 @@
 that computes the whole expression for the chosen `Platform`:
 
     mkldnn  CPU: oneDNN convolution with a weight prepacked (blocked) for
-            each input shape, and the ReLU / residual add as post-ops: the
-            calls Inductor emits with freezing
+            each input shape, the bias and the residual add as a post-op:
+            the calls Inductor emits with freezing
             (torch.ops.mkldnn._convolution_pointwise and its binary form;
             the in-place binary form writes into `other` where the graph
-            says `other` is dead afterwards).
+            says `other` is dead afterwards); then the ReLU, in place.
     cudnn   CUDA: torch.cudnn_convolution_relu / cudnn_convolution_add_relu
-            (conv + bias + [residual] + ReLU in one cuDNN call). A
-            convolution cuDNN has no fused engine for falls back, once and
-            for good, to the plain form below.
+            (conv + bias + [residual] + ReLU in one cuDNN call) where that
+            ReLU keeps NaN, else the plain form below. A convolution cuDNN
+            has no fused engine for falls back, once and for good, to the
+            plain form.
     plain   anywhere: F.conv2d with the folded bias, then the add and the
             ReLU in place on its fresh output.
+
+NaN: a library's fused ReLU may map NaN to 0, and a NaN that eager carries
+to the output would then vanish into a finite answer. oneDNN's JIT kernels
+do (their ReLU is the x86 max, which returns its second operand when one is
+NaN; which kernel oneDNN picks depends on the shape and the CPU, so no one
+probe can speak for all of them): on the mkldnn platform the library call
+takes the bias and the residual add, and the ReLU runs after it as torch's
+relu_, in place (NaN stays NaN). PyTorch asks cuDNN not to propagate NaN: the fused cuDNN call
+is used only where a probe with a NaN input shows that it does
+(`cudnn_relu_keeps_nan`). `library_relu = True` on an instance puts the
+ReLU into the library call anyway, to measure what keeping NaN costs
+(benchmarks/RESULTS.md, "NaN through optimize").
 
 Traces, exports and torch.compile record the plain form on every platform
 (`recording()`): the fused library calls are not standard operators, and
@@ -29,7 +42,7 @@ device and dtype, and nothing here is trained.
 from __future__ import annotations
 
 import enum
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -78,6 +91,9 @@ class FusedConv(nn.Module):
     taken as given: already folded, in the compute dtype, on the device.
     """
     platform = Platform.PLAIN
+    # Whether the ReLU runs inside the library call (see NaN above); the
+    # plain form has none.
+    library_relu = False
 
     def __init__(self, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups: int,
                  epilogue: Epilogue = Epilogue.NONE, channels_last: bool = False):
@@ -143,8 +159,6 @@ class MkldnnConv(FusedConv):
                  channels_last=True):
         super().__init__(weight, bias, stride, padding, dilation, groups, epilogue, False)
         self.packs = {} if channels_last else None
-        self._unary = "relu" if epilogue.relu else "none"
-        self._binary_unary = "relu" if epilogue.relu else None
 
     def packed(self, x: Tensor) -> Tensor:
         """The weight for input `x`: packed for its shape where it can be."""
@@ -171,23 +185,56 @@ class MkldnnConv(FusedConv):
         if recording():
             return FusedConv.plain(self, x, other)
         w = self.packed(x)
-        if other is None:
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, w, self.bias, self.padding, self.stride, self.dilation, self.groups, self._unary, [], "")
-        if not self.other_fits(x, other):
+        if other is not None and not self.other_fits(x, other):
             return self.plain(x, other)
-        if self.inplace:
-            return torch.ops.mkldnn._convolution_pointwise_.binary(
+        in_library = self.epilogue.relu and self.library_relu
+        if other is None:
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                "relu" if in_library else "none", [], "")
+        elif self.inplace:
+            y = torch.ops.mkldnn._convolution_pointwise_.binary(
                 other, x, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                "add", 1.0, self._binary_unary, [], "")
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, other, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "add", 1.0, self._binary_unary, [], "")
+                "add", 1.0, "relu" if in_library else None, [], "")
+        else:
+            y = torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, w, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                "add", 1.0, "relu" if in_library else None, [], "")
+        # The output is this call's own (or `other`, dead after it): in place.
+        return y.relu_() if self.epilogue.relu and not in_library else y
+
+
+# (device, dtype, the two fused functions) -> whether their ReLU keeps NaN.
+_CUDNN_KEEPS_NAN: Dict[tuple, bool] = {}
+
+
+def cudnn_relu_keeps_nan(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch.cudnn_convolution_relu and cudnn_convolution_add_relu
+    give NaN where their pre-activation is NaN, as eager's ReLU does: asked
+    once per device and dtype with a NaN input, since the answer is the
+    library's (PyTorch asks cuDNN for CUDNN_NOT_PROPAGATE_NAN: NaN -> 0)."""
+    relu, add_relu = torch.cudnn_convolution_relu, torch.cudnn_convolution_add_relu
+    key = (str(device), dtype, relu, add_relu)
+    hit = _CUDNN_KEEPS_NAN.get(key)
+    if hit is None:
+        x = torch.full((1, 8, 6, 6), float("nan"), device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = torch.ones(8, 8, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        b = torch.zeros(8, device=device, dtype=dtype)
+        try:
+            hit = bool(relu(x, w, b, [1, 1], [1, 1], [1, 1], 1).isnan().all()) and bool(
+                add_relu(x, w, torch.zeros_like(x), 1.0, b, [1, 1], [1, 1], [1, 1], 1).isnan().all())
+        except RuntimeError:  # no fused engine at all: the plain form runs anyway
+            hit = False
+        _CUDNN_KEEPS_NAN[key] = hit
+    return hit
 
 
 class CudnnConv(FusedConv):
-    """cuDNN's fused conv + bias [+ z] + ReLU. Used for the ReLU epilogues
-    only: without a ReLU there is no fused cuDNN call, and F.conv2d runs."""
+    """cuDNN's fused conv + bias [+ z] + ReLU where its ReLU keeps NaN
+    (`cudnn_relu_keeps_nan`); otherwise, and without a ReLU (there is no
+    fused cuDNN call then), the plain form: F.conv2d, add and ReLU in
+    place."""
     platform = Platform.CUDNN
 
     def __init__(self, weight, bias, stride, padding, dilation, groups, epilogue=Epilogue.NONE,
@@ -195,13 +242,15 @@ class CudnnConv(FusedConv):
         super().__init__(weight, bias, stride, padding, dilation, groups, epilogue, channels_last)
         if self.bias is None and epilogue.relu:
             self.bias = torch.zeros(self.out_channels, dtype=weight.dtype, device=weight.device)
+        self.library_relu = epilogue.relu and cudnn_relu_keeps_nan(weight.device, weight.dtype)
         # Set on the first call cuDNN cannot run fused (no engine for this
         # shape / dtype): the plain form from then on.
         self.fallback: Optional[str] = None
 
     def forward(self, x: Tensor, other: Optional[Tensor] = None) -> Tensor:
         ep = self.epilogue
-        if not ep.relu or self.fallback is not None or isinstance(self.padding, str) or recording():
+        if not (ep.relu and self.library_relu) or self.fallback is not None or isinstance(self.padding, str) \
+                or recording():
             return self.plain(x, other)
         try:
             if other is None:

@@ -1,128 +1,61 @@
 """An HRNet module for inference: its branches as built by the Builder, its
-exchange as one `hrnet_fast.exchange` call per output branch with every
-fuse layer folded ahead of time.
+exchange as the eval program `convert` also compiles (hrnet_fast.plan),
+with optimize's options:
 
-The fuse layers are read by hrnet_fast.layouts.compile_rows, the same reader
-`convert` uses, so both agree on what a layout means (nearest or bilinear,
-align_corners, where the host resizes). Each summand of output row i is
-built once:
+- every fuse layer folded ahead of time, cast to the compute dtype and
+  device (the layers that cannot fold, and layers with hooks, run as the
+  Builder builds them);
+- the convolutions by the platform's engine: oneDNN with weights prepacked
+  per input shape on the CPU, cuDNN's fused conv + bias + ReLU on CUDA
+  where its ReLU keeps NaN (plan.engines);
+- with oneDNN a folded conv carries its bias (added in the same pass);
+  elsewhere the bias goes to the op as the input's shift, which the op
+  applies while it reads the input (cuDNN's plain convolution would add it
+  in a separate pass);
+- the last conv of a down chain joins the op as a conv term where the
+  backend computes conv terms itself.
 
-    identity   x_i
-    up         folded 1x1 conv of x_j; the op resizes (and, where the layer
-               upsamples to another size than the host resizes to, as mmseg
-               does at odd sizes, the layer's own upsampling runs first)
-    down       the chain's links as folded convs with a fused ReLU; the last
-               link's conv joins the op as a conv term where the backend
-               computes conv terms itself, else as an input
-    opaque     anything else (or anything with hooks): the layer as the
-               Builder builds it, its output joins the sum
-
-With oneDNN a folded conv carries its bias (added in the same pass);
-elsewhere the bias goes to the op as the input's shift, which the op
-applies while it reads the input: cuDNN's plain convolution would add it in
-a separate pass.
+Programs are compiled per input signature (a few) and run as one C++ call
+where every row goes to the C++ op. A trace, an export or torch.compile
+records the plain form (aten convolutions, the op's definition).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..backend import conv_terms_in_kernel
-from ..contract import affine_dtype
-from ..folding import fold
-from ..layers import has_hooks
-from ..layouts import OwnModule, compile_rows
-from ..ops import exchange
-from ..terms import DownTerm, IdentityTerm, OpaqueTerm, UpTerm, size_mismatch
-from .convs import Epilogue, FusedConv, Platform
+from ..convert.folding import fold
+from ..convert.layers import has_hooks
+from ..convert.layouts import read_terms, run_branches, writes_branches_back
+from ..convert.terms import OpaqueTerm
+from ..plan.cache import ProgramCache
+from ..plan.compiler import Options, compile_program
+from ..plan.engines import prepack
+from ..plan.executor import PythonExecutor
+from ..plan.native import run as run_native
+from ..plan.program import Conv, Program
+from .convs import Platform, cudnn_relu_keeps_nan, recording
 from .foldable import foldable_bn_reason
 
-
-class _Row:
-    __slots__ = ("inputs", "shifts", "convs", "shifted")
-
-    def __init__(self) -> None:
-        self.inputs: List[Tensor] = []
-        self.shifts: List[Optional[Tensor]] = []
-        self.convs: List[Tuple[Tensor, Tensor, Optional[Tensor]]] = []
-        self.shifted = False
-
-    def add(self, t: Tensor, shift: Optional[Tensor] = None) -> None:
-        self.inputs.append(t)
-        self.shifts.append(shift)
-        if shift is not None:
-            self.shifted = True
+_ENGINES = {Platform.MKLDNN: "mkldnn", Platform.CUDNN: "cudnn", Platform.PLAIN: "aten"}
 
 
-class _Identity:
-    __slots__ = ("j",)
-
-    def __init__(self, j: int):
-        self.j = j
-
-    def contribute(self, xs, target, row: _Row) -> None:
-        row.add(xs[self.j])
-
-
-class _Opaque:
-    __slots__ = ("j", "module", "host_resizes")
-
-    def __init__(self, j: int, module: nn.Module, host_resizes: bool):
-        self.j, self.module, self.host_resizes = j, module, host_resizes
-
-    def contribute(self, xs, target, row: _Row) -> None:
-        t = self.module(xs[self.j])
-        if not self.host_resizes and tuple(t.shape[-2:]) != target:
-            raise size_mismatch(target, t.shape[-2:])
-        row.add(t)
-
-
-class _Up:
-    __slots__ = ("j", "conv", "shift", "upsample", "host_resizes")
-
-    def __init__(self, j: int, conv: FusedConv, shift: Optional[Tensor], upsample, host_resizes: bool):
-        self.j, self.conv, self.shift, self.upsample, self.host_resizes = j, conv, shift, upsample, host_resizes
-
-    def contribute(self, xs, target, row: _Row) -> None:
-        z = self.conv(xs[self.j])
-        up = self.upsample
-        if up is not None:
-            size = up.output_size(z.shape[-2], z.shape[-1])
-            if size != target:
-                if not self.host_resizes:
-                    raise size_mismatch(target, size)
-                # Two resamplings, as the source does; the op does the second.
-                if self.shift is not None:
-                    z = z + self.shift.to(z.dtype).view(1, -1, 1, 1)
-                row.add(up.module(z))
-                return
-        row.add(z, self.shift)
-
-
-class _Down:
-    __slots__ = ("j", "links", "last", "shift", "term")
-
-    def __init__(self, j: int, links: List[FusedConv], last: Optional[FusedConv], shift: Optional[Tensor],
-                 term: Optional[Tuple[Tensor, Tensor]]):
-        self.j, self.links, self.last, self.shift, self.term = j, links, last, shift, term
-
-    def contribute(self, xs, target, row: _Row) -> None:
-        a = xs[self.j]
-        for link in self.links:
-            a = link(a)
-        if self.term is not None:
-            landed = ((a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1)
-            if landed != target:
-                raise size_mismatch(target, landed)
-            row.convs.append((a, self.term[0], self.term[1]))
-            return
-        z = self.last(a)
-        if tuple(z.shape[-2:]) != target:
-            raise size_mismatch(target, z.shape[-2:])
-        row.add(z, self.shift)
+def _laid_out(ins: Conv, shape, channels_last: bool) -> Conv:
+    """`ins` with its weight laid out for its engine and input: oneDNN's
+    blocked layout for this input shape where the inputs are channels_last,
+    else the inputs' layout."""
+    if ins.engine == "mkldnn":
+        if not channels_last:
+            return ins
+        w = prepack(ins.weight, ins.padding, ins.stride, ins.dilation, ins.groups, shape)
+    else:
+        w = ins.weight.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return replace(ins, weight=w)
 
 
 class OptimizedHRModule(nn.Module):
@@ -131,103 +64,81 @@ class OptimizedHRModule(nn.Module):
 
     def __init__(self, host: nn.Module, builder, name: str = ""):
         super().__init__()
-        rows, (mode, align_corners) = compile_rows(host)  # ValueError: the Builder runs the host as it is
+        terms, (mode, align_corners) = read_terms(host)  # ValueError: the Builder runs the host as it is
         s = builder.settings
+        self.settings = s
         self.mode, self.align_corners = mode, bool(align_corners) and mode == "bilinear"
-        self.backend = s.backend
-        # timm and the official repositories write the branch outputs back
-        # into the caller's list; keep that visible behaviour.
-        self.write_back = not isinstance(host, OwnModule)
+        self.write_back = writes_branches_back(host)
+        self.where = name or type(host).__name__
         prefix = f"{name}." if name else ""
         self.branches = nn.ModuleList(builder.build(b, f"{prefix}branches.{k}") for k, b in enumerate(host.branches))
-        self.parts = nn.ModuleList()  # every conv and module the rows run, for repr and counting
-        self._bias_in_conv = s.platform is Platform.MKLDNN
-        self._in_kernel = conv_terms_in_kernel(s.backend, s.device.type)
-        self._shift_dtype = affine_dtype(s.dtype)
-        self._builder = builder
-        self.rows = [[self._item(t, builder, f"{prefix}fuse_layers.{t.i}.{t.j}") for t in terms] for terms in rows]
-        del self._builder
-        builder.report.exchange_modules += 1
-        builder.report.exchange_rows += len(self.rows)
+        self.parts = nn.ModuleList()  # the summands that run as modules
+        self._folds: Dict[tuple, Tuple[Tensor, Tensor]] = {}
+        report = builder.report
+        self.terms = []
+        for row in terms:
+            self.terms.append([self._term(t, builder, f"{prefix}fuse_layers.{t.i}.{t.j}") for t in row])
+        report.exchange_modules += 1
+        report.exchange_rows += len(self.terms)
+        self.programs = ProgramCache(max_entries=8)
 
     # -- build -------------------------------------------------------------
 
-    def _split_bias(self, bias: Tensor):
-        """(bias kept in the conv, shift for the op)."""
-        if self._bias_in_conv:
-            return bias, None
-        return None, bias.detach().to(device=self._builder.settings.device, dtype=self._shift_dtype)
-
-    def _folded(self, conv, bn, epilogue: Epilogue, last: bool):
-        w, b = fold(conv, bn, torch.promote_types(conv.weight.dtype, torch.float32))
-        builder = self._builder
-        builder.report.bns_folded += 1
-        builder.report.convs += 1
-        if epilogue is not Epilogue.NONE:
-            builder.report.epilogues[epilogue.value] = builder.report.epilogues.get(epilogue.value, 0) + 1
-        kept, shift = self._split_bias(b) if last else (b, None)
-        fused = builder.conv(conv, w, kept, epilogue)
-        self.parts.append(fused)
-        return fused, shift
-
-    def _opaque(self, term, builder, name, host_resizes):
-        module = builder.build(term.layer, name)
-        self.parts.append(module)
-        builder.report.opaque_terms += 1
-        return _Opaque(term.j, module, host_resizes)
-
-    def _item(self, term, builder, name):
-        if isinstance(term, IdentityTerm):
-            return _Identity(term.j)
-        if isinstance(term, OpaqueTerm):
-            return self._opaque(term, builder, name, term.host_resizes)
-        if has_hooks(*term.modules):
-            return self._opaque(term, builder, name, getattr(term, "host_resizes", False))
-        if isinstance(term, UpTerm):
-            if foldable_bn_reason(term.bn) is not None:
-                return self._opaque(term, builder, name, term.host_resizes)
-            conv, shift = self._folded(term.conv, term.bn, Epilogue.NONE, last=True)
-            return _Up(term.j, conv, shift, term.upsample, term.host_resizes)
-        if isinstance(term, DownTerm):
-            # term.links: (link, conv, BN, the link's modules) per link
-            if any(foldable_bn_reason(bn) is not None for _, _, bn, _ in term.links):
-                return self._opaque(term, builder, name, False)
-            links = [self._folded(conv, bn, Epilogue.RELU, last=False)[0] for _, conv, bn, _ in term.links[:-1]]
-            _, last_conv, last_bn, _ = term.links[-1]
-            if self._in_kernel and term.in_kernel:
-                # The backend computes this conv inside the exchange kernel:
-                # it takes the dense folded weight and its bias as they are.
-                s = builder.settings
-                w, b = fold(last_conv, last_bn, torch.promote_types(last_conv.weight.dtype, torch.float32))
-                builder.report.bns_folded += 1
-                builder.report.convs += 1
-                term_wb = (w.detach().to(device=s.device, dtype=s.dtype).contiguous(),
-                           b.detach().to(device=s.device, dtype=self._shift_dtype))
-                return _Down(term.j, links, None, None, term_wb)
-            last, shift = self._folded(last_conv, last_bn, Epilogue.NONE, last=True)
-            return _Down(term.j, links, last, shift, None)
-        return self._opaque(term, builder, name, False)  # pragma: no cover - every term kind is above
+    def _term(self, term, builder, name: str):
+        """`term`, its layers folded now; or, where they cannot fold (or
+        carry hooks, which must fire), the layer as the Builder builds it."""
+        report = builder.report
+        if term.kind == "id":
+            return term
+        pairs = [] if term.kind == "opaque" else \
+            [(term.conv, term.bn, (term.i, term.j))] if term.kind == "up" else \
+            [(conv, bn, (term.i, term.j, k) if k < len(term.links) - 1 else (term.i, term.j))
+             for k, (_, conv, bn, _) in enumerate(term.links)]
+        if not pairs or has_hooks(*term.modules) or any(foldable_bn_reason(bn) is not None for _, bn, _ in pairs):
+            module = builder.build(term.layer, name)
+            self.parts.append(module)
+            report.opaque_terms += 1
+            return OpaqueTerm(term.i, term.j, module, getattr(term, "host_resizes", False))
+        s = self.settings
+        for k, (conv, bn, key) in enumerate(pairs):
+            w, b = fold(conv, bn, torch.promote_types(conv.weight.dtype, torch.float32))
+            self._folds[key] = (w.detach().to(device=s.device, dtype=s.dtype).contiguous(),
+                                b.detach().to(device=s.device, dtype=s.dtype))
+            report.bns_folded += 1
+            report.convs += 1
+            if term.kind == "down" and k < len(pairs) - 1:
+                report.epilogues["relu"] = report.epilogues.get("relu", 0) + 1
+        return term
 
     # -- run ---------------------------------------------------------------
 
+    def _options(self, xs: List[Tensor], plain: bool) -> Options:
+        s = self.settings
+        folds = self._folds
+        engine = "aten" if plain else _ENGINES[s.platform]
+        if engine == "cudnn" and not cudnn_relu_keeps_nan(s.device, s.dtype):
+            engine = "aten"  # its fused ReLU would turn NaN into 0
+        channels_last = all(x.is_contiguous(memory_format=torch.channels_last) for x in xs)
+        return Options(self.mode, self.align_corners, s.backend, fold=lambda conv, bn, key, dtype: folds[key],
+                       engine=engine, convs_in_kernel=conv_terms_in_kernel(s.backend, s.device.type),
+                       bias_to_op=s.platform is not Platform.MKLDNN, guard=False, where=self.where,
+                       prepare=None if plain else lambda ins, shape: _laid_out(ins, shape, channels_last))
+
+    def _compile(self, xs: List[Tensor], plain: bool = False) -> Optional[Program]:
+        return compile_program(self.terms, xs, self._options(xs, plain))
+
     def extra_repr(self) -> str:
-        return f"rows={len(self.rows)}, mode={self.mode!r}, align_corners={self.align_corners}, " \
-               f"backend={self.backend!r}"
+        return f"rows={len(self.terms)}, mode={self.mode!r}, align_corners={self.align_corners}, " \
+               f"backend={self.settings.backend!r}"
 
     def forward(self, x: List[Tensor]) -> List[Tensor]:
-        if self.write_back:
-            for i, branch in enumerate(self.branches):
-                x[i] = branch(x[i])
-            xs = x
-        else:
-            xs = [branch(t) for branch, t in zip(self.branches, x)]
-        outs = []
-        for i, items in enumerate(self.rows):
-            target = (xs[i].shape[-2], xs[i].shape[-1])
-            row = _Row()
-            for item in items:
-                item.contribute(xs, target, row)
-            outs.append(exchange(row.inputs, None, row.shifts if row.shifted else None, convs=row.convs,
-                                 size=target, mode=self.mode, align_corners=self.align_corners, relu=True,
-                                 backend=self.backend))
-        return outs
+        xs = run_branches(self.branches, x, self.write_back)
+        if recording():
+            # Traces, exports and torch.compile record standard operators.
+            return PythonExecutor(self._compile(xs, plain=True)).run(xs)
+        state = self.programs.native
+        if state is not None:
+            outs = run_native(state, xs)
+            if outs is not None:
+                return outs
+        return self.programs.run(xs, lambda: self._compile(xs))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..layers import has_hooks, is_batchnorm
+from ..convert.layers import has_hooks, is_batchnorm
 
 
 def foldable_bn_reason(bn: nn.Module) -> Optional[str]:

@@ -4,7 +4,7 @@ epilogues, by the dataflow, not by names.
 
 `Builder.build(module)` returns what runs in `module`'s place:
 
-- an HRNet module (hrnet_fast.layouts.is_hr_module) without hooks: an
+- an HRNet module (hrnet_fast.convert.layouts.is_hr_module) without hooks: an
   OptimizedHRModule (its branches built by this Builder, its exchange one
   fused call per output branch; hrnet_fast.optimize.exchange);
 - a module whose forward torch.fx can trace: a GraphModule of that forward,
@@ -41,9 +41,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..folding import fold
-from ..layers import has_hooks, is_batchnorm, is_conv
-from ..layouts import is_hr_module
+from ..convert.folding import fold
+from ..convert.layers import has_hooks, is_batchnorm, is_conv
+from ..convert.layouts import is_hr_module
 from .convs import Epilogue, FusedConv, make_conv
 from .exchange import OptimizedHRModule
 from .foldable import foldable_bn_reason

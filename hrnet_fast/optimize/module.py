@@ -4,7 +4,10 @@ keep inference-only use safe.
 Every call: the module must not be in training mode, the input must have
 the rank, dtype and device `optimize` expected and must not require grad
 (under grad mode), and the source model must be unchanged
-(hrnet_fast.optimize.guard). Then the forward runs under no_grad, from a
+(hrnet_fast.plan.guard.ModelGuard: a parameter or buffer changed in place,
+a training-mode forward, a move or cast, or a replaced tensor raises
+StaleSourceError). Edits through `.data` bypass PyTorch's version counters
+and are not seen. Then the forward runs under no_grad, from a
 CUDA graph when that is on (hrnet_fast.optimize.cudagraphs), on the input
 cast to the compute dtype and layout; outputs come back in the input's dtype
 and memory format, as fresh tensors that no later call overwrites. Under
@@ -22,13 +25,17 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .convs import recording
 from .cudagraphs import GraphRunner
-from .guard import SourceGuard
+from ..plan.guard import ModelGuard
 from .report import Report
 from .settings import Settings
 
 _TRAINING = ("hrnet_fast.optimize: the optimized module is for inference only (BatchNorms are folded, weights are "
              "copies, no gradients flow). For training or fine-tuning use hrnet_fast.convert(model), which keeps "
              "the model's own parameters and supports backward")
+
+
+class StaleSourceError(RuntimeError):
+    """The source model changed after `optimize`; optimize it again."""
 
 
 class _NoBackward(torch.autograd.Function):
@@ -67,7 +74,7 @@ class OptimizedModule(nn.Module):
     `hrnet_fast.optimize`. `report` says what was folded and fused,
     `settings` how it runs; `graphs` holds the CUDA graphs (None when off)."""
 
-    def __init__(self, body: nn.Module, settings: Settings, guard: SourceGuard, report: Report):
+    def __init__(self, body: nn.Module, settings: Settings, guard: ModelGuard, report: Report):
         super().__init__()
         self.body = body
         self.settings = settings
@@ -118,7 +125,11 @@ class OptimizedModule(nn.Module):
                              f"on {x.device}; optimize again for other inputs")
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError(_TRAINING + "; the input requires grad, but no gradient can flow through this module")
-        self._guard.check()
+        change = self._guard.change()
+        if change is not None:
+            raise StaleSourceError(f"hrnet_fast.optimize: the source model changed after optimize(): {change}. The "
+                                   f"optimized module holds folded copies of its weights and would serve stale "
+                                   f"results; call hrnet_fast.optimize(model) again")
 
     def _compute(self, x: Tensor) -> Any:
         return self.body(x)

@@ -28,6 +28,9 @@ class Report:
                       their own forward; their children are optimized)
     hooked:           modules with hooks (run as modules so the hooks fire)
     unrecognised:     anything else left as it is, with the reason
+    source_training:  the source model (or a module in it) was in training
+                      mode: what was built computes model.eval()'s function
+                      all the same (running BatchNorm statistics, no dropout)
     """
     platform: str
     device: str
@@ -45,6 +48,7 @@ class Report:
     untraced: List[str] = field(default_factory=list)
     hooked: List[str] = field(default_factory=list)
     unrecognised: List[str] = field(default_factory=list)
+    source_training: bool = False
     setup_s: float = 0.0
 
     def left_bn(self, why: str) -> None:
@@ -68,6 +72,9 @@ class Report:
                              ("unrecognised", self.unrecognised)):
             if items:
                 lines.append(f"{title}: " + "; ".join(items))
+        if self.source_training:
+            lines.append("source in training mode: evaluated as model.eval() (running BatchNorm statistics, "
+                         "no dropout)")
         lines.append(f"setup {self.setup_s:.2f} s")
         return "\n".join(lines)
 

@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..backend import BACKENDS, NAMES, BackendUnavailable
+from ..backend import check_name
 from .convs import Platform
+from .example import check_example_channels
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -78,21 +79,12 @@ def _platform(device: torch.device, dtype: torch.dtype) -> Platform:
     return Platform.PLAIN
 
 
-def _check_backend(backend: str) -> None:
-    if not isinstance(backend, str) or (backend != "auto" and backend not in NAMES):
-        raise ValueError(f"hrnet_fast.optimize: unknown backend {backend!r}; expected one of {('auto',) + NAMES}")
-    if backend != "auto":
-        reason = BACKENDS[backend].unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailable(f"hrnet_fast.optimize: backend {backend!r} is unavailable: {reason}")
-
-
 def resolve(model: nn.Module, example_input: Optional[Tensor], dtype: Optional[torch.dtype],
             channels_last: Optional[bool], cuda_graph: Optional[bool], backend: str) -> Settings:
     """The Settings for these arguments; bad arguments raise here."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"hrnet_fast.optimize: expected an nn.Module, got {type(model).__name__}")
-    _check_backend(backend)
+    check_name("hrnet_fast.optimize", backend)
     if example_input is not None and not isinstance(example_input, Tensor):
         raise TypeError(f"hrnet_fast.optimize: example_input must be a tensor, got {type(example_input).__name__}")
     device, model_dtype = _model_device_dtype(model)
@@ -120,6 +112,8 @@ def resolve(model: nn.Module, example_input: Optional[Tensor], dtype: Optional[t
     elif cuda_graph and device.type != "cuda":
         raise ValueError(f"hrnet_fast.optimize: cuda_graph=True needs a model on a CUDA device, not {device}")
     rank = example_input.dim() if example_input is not None else 4
+    if example_input is not None:
+        check_example_channels(model, example_input)
     return Settings(device=device, dtype=dtype, input_dtype=input_dtype, input_rank=rank,
                     channels_last=bool(channels_last), cuda_graph=bool(cuda_graph), platform=platform,
                     backend=backend)

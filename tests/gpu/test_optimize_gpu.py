@@ -1,7 +1,8 @@
 """hrnet_fast.optimize on a CUDA device: CUDA-graph capture and replay
 against the same module without graphs, the shape-keyed cache and its
 bound, outputs that later calls do not overwrite, float32 (no TF32) against
-model.eval(), and the bf16 / channels_last default within bf16's tolerance.
+model.eval(), the bf16 / channels_last default within bf16's tolerance,
+NaN carried as eager carries it, and torch.export on CUDA without custom ops.
 Small models and inputs: the whole file runs in well under a minute.
 Skipped without a CUDA device."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import hrnet_fast
-from hrnet_fast.optimize.convs import CudnnConv
+from hrnet_fast.optimize.convs import CudnnConv, cudnn_relu_keeps_nan
 
 pytestmark = [
     pytest.mark.cuda,
@@ -161,3 +162,42 @@ def test_hooks_turn_graphs_off(pose):
         assert len(seen) == 2
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_propagates_as_in_eager(seg, no_tf32, dtype):
+    """Issue 24.1 on the cuDNN path, graphs on: one NaN input pixel gives
+    NaN exactly where eager (float32) has it. PyTorch asks cuDNN's fused
+    ReLU not to propagate NaN, so the fused call must be off where the
+    probe says it maps NaN to 0."""
+    x = torch.randn(1, 3, 64, 64, device=DEV)
+    x[0, 1, 30, 20] = float("nan")
+    with torch.no_grad():
+        want = seg(x)
+    fast = hrnet_fast.optimize(seg, x, dtype=dtype)
+    assert fast.report.platform == "cudnn" and fast.report.cuda_graph
+    keeps = cudnn_relu_keeps_nan(torch.device(DEV), dtype)
+    relu_convs = [c for c in fast.modules() if isinstance(c, CudnnConv) and c.epilogue.relu]
+    assert relu_convs and all(c.library_relu is keeps for c in relu_convs)
+    print(f"cuDNN's fused ReLU keeps NaN ({dtype}): {keeps}")
+    got = fast(x)
+    torch.cuda.synchronize()
+    assert want.isnan().any()
+    assert torch.equal(got.isnan(), want.isnan())
+    if dtype == torch.float32:  # and the clean input as before
+        clean = torch.randn(1, 3, 64, 64, device=DEV)
+        with torch.no_grad():
+            assert rel_norm(fast(clean), seg(clean)) <= 5e-4
+
+
+def test_torch_export_on_cuda_keeps_no_custom_op(seg):
+    """Issue 25.1 on CUDA, where the exchange's backend is the CUDA op: a
+    converted model exports to standard ops only."""
+    fused = hrnet_fast.convert(copy.deepcopy(seg))
+    x = torch.randn(1, 3, 64, 64, device=DEV)
+    program = torch.export.export(fused, (x,))
+    targets = {str(n.target) for gm in program.graph_module.modules() if hasattr(gm, "graph")
+               for n in gm.graph.nodes if n.op == "call_function"}
+    assert not any("hrnet_fast" in t for t in targets), sorted(targets)
+    with torch.no_grad():
+        assert rel_norm(program.module()(x), seg(x)) <= 1e-4

@@ -1,5 +1,5 @@
 """Predicates on the layers of an HRNet exchange, shared by the terms
-(terms.py) and the merged first convs (shared_source.py)."""
+(terms.py), the layout reader (layouts.py) and optimize."""
 from __future__ import annotations
 
 import torch.nn as nn

@@ -7,19 +7,18 @@ shift (+ bias * scale). In training (batch statistics) the affine comes from
 the batch, and computing it here lets the exchange op apply it
 (FusedExchange.batch_stats_in_op).
 
-`FoldCache` keeps folds between calls. Its one invalidation rule: a fold is
-recomputed when any tensor it was made from is another object, has another
-storage or has been modified in place (PyTorch's version counter) -- so
-optimizer steps, load_state_dict, .to() and training-mode forwards (through
-the BN's num_batches_tracked counter) invalidate it. Edits through
-`.data` bypass version counters: call `clear()` (or
+`FoldCache` keeps folds between calls, each until the Guard of the tensors
+it was made from fails (hrnet_fast.plan.guard: a swapped, modified or
+moved tensor -- optimizer steps, load_state_dict, functional_call, .to()
+and training-mode forwards through the BN's num_batches_tracked counter).
+Edits through `.data` bypass version counters: call `clear()` (or
 `hrnet_fast.convert(model)` again) after them. Folds that must carry
 gradients (a parameter requires grad under grad mode) or that are being
 traced by torch.compile are never cached.
 
 Example:
     >>> import torch, torch.nn as nn
-    >>> from hrnet_fast.folding import fold
+    >>> from hrnet_fast.convert.folding import fold
     >>> conv, bn = nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8).eval()
     >>> w, b = fold(conv, bn)
     >>> x = torch.randn(1, 4, 5, 5)
@@ -33,6 +32,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..plan.guard import Guard, owned_tensors
 
 
 def eval_affine(bn: nn.Module) -> Tuple[Tensor, Tensor]:
@@ -90,21 +91,8 @@ def fold(conv: nn.Conv2d, bn: nn.Module, dtype: Optional[torch.dtype] = None) ->
 
 
 def fold_tensors(conv: nn.Conv2d, bn: nn.Module) -> List[Tensor]:
-    """Every tensor a fold of (conv, bn) is made from, and the BN's
-    num_batches_tracked: a training-mode forward updates the running
-    statistics inside the batch-norm kernel without bumping their version
-    counters, but it does bump that counter's."""
-    # The modules' dicts directly: nn.Module.__getattr__ costs about half a
-    # microsecond per lookup, and this runs for every folded term on every
-    # call. Parametrized convs keep no plain "weight" there.
-    cp, bp, bb = conv._parameters, bn._parameters, bn._buffers
-    if "weight" not in cp or "weight" not in bp or "running_mean" not in bb:
-        found = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                 getattr(bn, "num_batches_tracked", None))
-    else:
-        found = (cp["weight"], cp.get("bias"), bp["weight"], bp.get("bias"), bb["running_mean"], bb.get("running_var"),
-                 bb.get("num_batches_tracked"))
-    return [t for t in found if t is not None]
+    """Every tensor a fold of (conv, bn) is made from."""
+    return [t for _, _, t in owned_tensors(conv) + owned_tensors(bn)]
 
 
 def needs_grad(tensors: List[Tensor]) -> bool:
@@ -119,22 +107,13 @@ def cacheable_now() -> bool:
     return not torch.compiler.is_compiling() and not torch.jit.is_tracing()
 
 
-def _unchanged(old: List[Tensor], new: List[Tensor], stamp: List[int]) -> bool:
-    if len(old) != len(new):
-        return False
-    for k, (a, b) in enumerate(zip(old, new)):
-        if a is not b or a._version != stamp[2 * k] or a.data_ptr() != stamp[2 * k + 1]:
-            return False
-    return True
-
-
 class FoldCache:
-    """Folds of (conv, bn) pairs by key, each kept with the tensors it was
-    made from and their version and storage stamps (the one invalidation
-    rule above)."""
+    """Folds of (conv, bn) pairs by key, each kept with the Guard of the
+    tensors it was made from (hrnet_fast.plan.guard: the same tensor
+    objects, unmodified, in the same storage)."""
 
     def __init__(self) -> None:
-        self._entries: Dict[Any, Tuple[List[Tensor], List[int], Any, Tuple[Tensor, Tensor]]] = {}
+        self._entries: Dict[Any, Tuple[Guard, Any, Tuple[Tensor, Tensor]]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
@@ -147,28 +126,14 @@ class FoldCache:
         """The (weight, bias) fold of conv and bn in `dtype`. `cacheable`:
         cacheable_now(), when the caller has it at hand (it is the same for
         every fold of one forward)."""
-        tensors = fold_tensors(conv, bn)
-        if not (cacheable_now() if cacheable is None else cacheable) or needs_grad(tensors):
+        if not (cacheable_now() if cacheable is None else cacheable) or needs_grad(fold_tensors(conv, bn)):
             # Under autograd the fold is part of the graph; under compile or
             # a trace it is recorded (and constant-folded) with the model.
             return fold(conv, bn, dtype)
-        context = (bn.eps, dtype, torch.is_inference_mode_enabled())
+        context = (conv, bn, bn.eps, dtype, torch.is_inference_mode_enabled())
         hit = self._entries.get(key)
-        if hit is not None and hit[2] == context and _unchanged(hit[0], tensors, hit[1]):
-            return hit[3]
+        if hit is not None and hit[1] == context and hit[0].holds():
+            return hit[2]
         folded = fold(conv, bn, dtype)
-        stamp = [v for t in tensors for v in (t._version, t.data_ptr())]
-        self._entries[key] = (tensors, stamp, context, folded)
+        self._entries[key] = (Guard(owned_tensors(conv) + owned_tensors(bn)), context, folded)
         return folded
-
-    def derived(self, key: Any, sources: Tuple[Tensor, ...], make, cacheable: Optional[bool] = None) -> Any:
-        """A value computed by `make()` from folds `sources` (e.g. stacked
-        folds), kept while those are the very same tensor objects."""
-        if not (cacheable_now() if cacheable is None else cacheable) or any(t.requires_grad for t in sources):
-            return make()
-        hit = self._entries.get(key)
-        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
-            return hit[3]
-        value = make()
-        self._entries[key] = (list(sources), [], None, value)
-        return value

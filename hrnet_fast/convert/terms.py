@@ -1,5 +1,5 @@
-"""The summands of one exchange row, compiled once by `convert` from a
-module's fuse layers (hrnet_fast.layouts), each knowing how to produce its
+"""The summands of one exchange row, read once by `convert` from a module's
+fuse layers (hrnet_fast.convert.layouts), each knowing how to produce its
 contribution to the row's `hrnet_fast.exchange` call.
 
     IdentityTerm  x_i itself
@@ -8,32 +8,40 @@ contribution to the row's `hrnet_fast.exchange` call.
     OpaqueTerm    anything else: the layer runs as a module, its output
                   joins the sum (resized by the op where the host resizes)
 
-A term reads its layers from the host module on every call (it holds the
-modules, never their tensors), so state_dict, .to(), load_state_dict,
-SyncBatchNorm conversion and optimizer steps all see through it. In eval
-(running statistics) each BN is folded into its conv through the module's
-one FoldCache; with batch statistics the BN runs as a module, or with
-`batch_stats_in_op` its affine goes to the op. A term whose modules carry
-forward hooks runs them as modules, so the hooks fire and see what they saw
-unconverted.
-
-This module knows nothing of the op's backends: a row hands its inputs,
-affines and conv terms to `hrnet_fast.exchange` and lets it choose.
+Terms are the general path of a converted module (training, grad mode,
+autocast, traces, hooks) and what the eval program is compiled from
+(hrnet_fast.plan.compiler, which reads their `kind` and layers). A term
+reads its layers from the host module on every call (it holds the modules,
+never their tensors), so state_dict, .to(), load_state_dict, SyncBatchNorm
+conversion and optimizer steps all see through it. With running statistics
+each BN is folded into its conv through the module's one FoldCache; with
+batch statistics the BN runs as a module, or with `batch_stats_in_op` its
+affine goes to the op. A term whose modules carry forward hooks runs them
+as modules, so the hooks fire and see what they saw unconverted.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..contract import landed_size
+from ..plan.program import summand_mismatch
+from ..pointwise import conv1x1
 from .folding import FoldCache, batch_affine
 from .layers import has_hooks, plain_batchnorm, uses_batch_stats
-from .pointwise import conv1x1
 
 ConvTerm = Tuple[Tensor, Tensor, Optional[Tensor]]
+Shape = Sequence[int]
+
+
+def _plain(conv: nn.Module) -> bool:
+    """A convolution the eval program can state (integer padding)."""
+    return all(isinstance(v, int) for v in conv.padding)
 
 
 class RowArgs:
@@ -55,31 +63,34 @@ class RowArgs:
         if scale is not None or shift is not None:
             self.affine = True
 
+    def promote(self) -> None:
+        """Casts every summand to their promoted dtype, as the unconverted
+        sum promotes (e.g. float32 + bfloat16 under autocast); the op wants
+        one dtype."""
+        dtype = self.inputs[0].dtype
+        for t in self.inputs:
+            dtype = torch.promote_types(dtype, t.dtype)
+        for a, _, _ in self.convs:
+            dtype = torch.promote_types(dtype, a.dtype)
+        self.inputs = [t if t.dtype == dtype else t.to(dtype) for t in self.inputs]
+        self.convs = [(a, w, b) if a.dtype == dtype else (a.to(dtype), w.to(dtype), None if b is None else b.to(dtype))
+                      for a, w, b in self.convs]
+
 
 class CallState:
     """What every term of one forward call shares: the fold cache, the
-    settings of the host's FusedExchange, and the calls' ambient modes read
+    settings of the host's FusedExchange, and the call's ambient modes read
     once."""
-    __slots__ = ("folds", "batch_stats_in_op", "autocast", "convs_in_op", "first", "cacheable")
+    __slots__ = ("folds", "batch_stats_in_op", "autocast", "convs_in_op", "cacheable", "where")
 
     def __init__(self, folds: FoldCache, batch_stats_in_op: bool, autocast: bool, convs_in_op: bool,
-                 first: Dict[Tuple[int, int], Tensor], cacheable: bool):
+                 cacheable: bool, where: str):
         self.folds = folds
         self.batch_stats_in_op = batch_stats_in_op
         self.autocast = autocast
         self.convs_in_op = convs_in_op
-        self.first = first
         self.cacheable = cacheable
-
-
-def size_mismatch(expected: Sequence[int], got: Sequence[int]) -> RuntimeError:
-    """The error the unconverted module raises in `y + t` for a summand of
-    the wrong size."""
-    for dim, (a, b) in enumerate(zip(expected, got)):
-        if a != b:
-            return RuntimeError(f"The size of tensor a ({a}) must match the size of tensor b ({b}) at "
-                                f"non-singleton dimension {dim + 2}")
-    return RuntimeError("size mismatch in the HRNet exchange")
+        self.where = where
 
 
 class Upsample:
@@ -114,7 +125,22 @@ class Term:
     def hooked(self) -> bool:
         return has_hooks(*self.modules)
 
-    def contribute(self, x: Tensor, target: Tuple[int, int], st: CallState, out: RowArgs) -> None:
+    def foldable(self) -> bool:
+        """Whether every BN of this summand has running statistics now (and
+        every conv a geometry the eval program can state), so that the
+        summand is a fixed chain of calls on folded weights
+        (hrnet_fast.plan.compiler)."""
+        return True
+
+    def check(self, shape: Shape, like: Tensor, st: CallState, spatial: bool = True) -> None:
+        """Raises summand_mismatch unless a summand of `shape` has the row's
+        batch and channels (and, with `spatial`, its size)."""
+        n = 4 if spatial else 2
+        if len(shape) != 4 or tuple(shape[:n]) != tuple(like.shape[:n]):
+            raise summand_mismatch(st.where, self.i, self.j, like.shape, shape)
+
+    def contribute(self, x: Tensor, like: Tensor, st: CallState, out: RowArgs) -> None:
+        """Adds this summand of the row whose identity input is `like`."""
         raise NotImplementedError  # pragma: no cover
 
     def __repr__(self) -> str:
@@ -125,7 +151,7 @@ class IdentityTerm(Term):
     kind = "id"
     __slots__ = ()
 
-    def contribute(self, x, target, st, out):
+    def contribute(self, x, like, st, out):
         out.add(x)
 
 
@@ -140,10 +166,9 @@ class OpaqueTerm(Term):
         super().__init__(i, j, layer)
         self.host_resizes = host_resizes
 
-    def contribute(self, x, target, st, out):
+    def contribute(self, x, like, st, out):
         t = self.layer(x)
-        if not self.host_resizes and tuple(t.shape[-2:]) != target:
-            raise size_mismatch(target, t.shape[-2:])
+        self.check(t.shape, like, st, spatial=not self.host_resizes)
         out.add(t)
 
 
@@ -164,6 +189,14 @@ class UpTerm(Term):
                           and c.dilation == (1, 1) and c.groups == 1)
         self.opaque = OpaqueTerm(i, j, layer, host_resizes)
 
+    def foldable(self) -> bool:
+        return not uses_batch_stats(self.bn) and _plain(self.conv)
+
+    def landing(self, h: int, w: int) -> Tuple[int, int]:
+        """The size an (h, w) conv output has after the layer's own
+        upsampling (itself when the layer has none)."""
+        return (h, w) if self.upsample is None else self.upsample.output_size(h, w)
+
     def conv_bn(self, x: Tensor, st: CallState) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """(z, scale, shift) with BN(conv(x)) == z * scale + shift."""
         conv, bn = self.conv, self.bn
@@ -178,32 +211,31 @@ class UpTerm(Term):
             return conv1x1(x, weight, bias), None, None
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups), None, None
 
-    def contribute(self, x, target, st, out):
+    def contribute(self, x, like, st, out):
         if self.hooked():
-            return self.opaque.contribute(x, target, st, out)
-        merged = st.first.get((self.i, self.j))
-        z, scale, shift = (merged, None, None) if merged is not None else self.conv_bn(x, st)
-        up = self.upsample
-        if up is not None:
-            size = up.output_size(z.shape[-2], z.shape[-1])
-            if size != target:
-                if not self.host_resizes:
-                    raise size_mismatch(target, size)
+            return self.opaque.contribute(x, like, st, out)
+        z, scale, shift = self.conv_bn(x, st)
+        size = self.landing(z.shape[-2], z.shape[-1])
+        if size != (like.shape[-2], like.shape[-1]):
+            if not self.host_resizes:
+                self.check((*z.shape[:2], *size), like, st)
+            if self.upsample is not None:
                 # The layer upsamples to one size and the host resizes to
-                # another (mmseg at odd sizes, 26 -> 25): two resamplings,
-                # run as the source does; the op does the second.
+                # another (mmseg at odd sizes, 26 -> 25): two resamplings, run
+                # as the source runs them; the op does the second.
                 if scale is not None:
                     z = z * scale.to(z.dtype).view(1, -1, 1, 1) + shift.to(z.dtype).view(1, -1, 1, 1)
-                out.add(up.module(z))
-                return
+                z, scale, shift = self.upsample.module(z), None, None
+        self.check(z.shape, like, st, spatial=False)
         out.add(z, scale, shift)
 
 
 class DownTerm(Term):
     """A chain of stride-2 conv -> BN [-> ReLU] links from a finer branch.
-    In eval every link is folded; the earlier links apply ReLU in place and
-    the last conv goes to the op as a conv term (`in_kernel`: a plain 3x3,
-    stride 2, padding 1 conv) or runs with its folded bias."""
+    With running statistics every link is folded; the earlier links apply
+    ReLU in place and the last conv goes to the op as a conv term
+    (`in_kernel`: a plain 3x3, stride 2, padding 1 conv) or runs with its
+    folded bias."""
     kind = "down"
     __slots__ = ("links", "in_kernel", "opaque")
 
@@ -217,6 +249,9 @@ class DownTerm(Term):
                           and c.dilation == (1, 1) and c.groups == 1)
         self.opaque = OpaqueTerm(i, j, layer, False)
 
+    def foldable(self) -> bool:
+        return all(not uses_batch_stats(bn) and _plain(conv) for _, conv, bn, _ in self.links)
+
     def _link(self, k: int, a: Tensor, st: CallState) -> Tensor:
         """An earlier link conv -> BN -> ReLU: with running statistics one
         folded conv and an in-place ReLU (one pass over its output instead
@@ -229,19 +264,13 @@ class DownTerm(Term):
         return F.relu(F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups),
                       inplace=True)
 
-    def contribute(self, x, target, st, out):
+    def contribute(self, x, like, st, out):
         layer = self.layer
         if layer._forward_hooks or layer._forward_pre_hooks:
-            return self.opaque.contribute(x, target, st, out)
+            return self.opaque.contribute(x, like, st, out)
         links = self.links
-        merged = st.first.get((self.i, self.j))
-        if merged is not None and len(links) == 1:  # the chain's only conv, already folded
-            if tuple(merged.shape[-2:]) != target:
-                raise size_mismatch(target, merged.shape[-2:])
-            out.add(merged)
-            return
-        a = x if merged is None else merged
-        for k in range(0 if merged is None else 1, len(links) - 1):
+        a = x
+        for k in range(len(links) - 1):
             a = self._link(k, a, st)
         last, conv, bn, parts = links[-1]
         if has_hooks(last, *parts):
@@ -250,8 +279,7 @@ class DownTerm(Term):
             z = conv(a)
             if st.batch_stats_in_op and plain_batchnorm(bn):
                 scale, shift = batch_affine(bn, z)
-                if tuple(z.shape[-2:]) != target:
-                    raise size_mismatch(target, z.shape[-2:])
+                self.check(z.shape, like, st)
                 out.add(z, scale, shift)
                 return
             z = bn(z)
@@ -259,15 +287,9 @@ class DownTerm(Term):
             dtype = conv.weight.dtype if st.autocast else a.dtype
             weight, bias = st.folds.get((self.i, self.j), conv, bn, dtype, st.cacheable)
             if self.in_kernel and st.convs_in_op and not st.autocast:
-                landed = ((a.shape[-2] - 1) // 2 + 1, (a.shape[-1] - 1) // 2 + 1)
-                if landed != target:
-                    raise size_mismatch(target, landed)
+                self.check((a.shape[0], weight.shape[0], *landed_size(a.shape)), like, st)
                 out.convs.append((a, weight, bias))
                 return
             z = F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        if tuple(z.shape[-2:]) != target:
-            raise size_mismatch(target, z.shape[-2:])
+        self.check(z.shape, like, st)
         out.add(z)
-
-
-TermFactory = Callable[..., Term]

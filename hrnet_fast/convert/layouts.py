@@ -1,5 +1,6 @@
 """Reading an HRNet module's exchange: which modules are HRNet modules, how
-their fuse layers map onto terms (hrnet_fast.terms), and how they resize.
+their fuse layers map onto terms (hrnet_fast.convert.terms), and how they
+resize.
 
 Recognised: any module with `branches`, `num_branches` > 1 and `fuse_layers`
 (a ModuleList of ModuleLists) -- timm's HighResolutionModule, this package's
@@ -15,8 +16,13 @@ How a layout resizes the coarse branches, read from the module itself:
   segmentation repository, mmseg), its mode and align_corners read from the
   call: literals, `self.<attr>`, or a global of the module's source file
   (the official repository's ALIGN_CORNERS);
-- this package's HighResolutionModule: its `mode` / `align_corners`;
 - otherwise `mode=` / `align_corners=` must be given to convert.
+
+A layout may also say itself how it runs, as this package's models do:
+`resizes_in_forward` (a bool: whether forward resizes the coarse branches;
+read instead of the forward's source) and `writes_branches_back` (False
+when forward does not write the branch outputs back into the caller's list,
+as timm and the official repositories do).
 """
 from __future__ import annotations
 
@@ -27,10 +33,10 @@ import textwrap
 from typing import List, Optional, Tuple
 
 import torch.nn as nn
+from torch import Tensor
 
-from .contract import MODES
+from ..contract import MODES
 from .layers import is_batchnorm, is_conv
-from .models.hrmodule import HighResolutionModule as OwnModule
 from .terms import DownTerm, IdentityTerm, OpaqueTerm, Term, UpTerm, Upsample
 
 _RESIZE_CALLS = ("interpolate", "resize", "upsample")
@@ -115,12 +121,30 @@ def forward_resize(m: nn.Module) -> Optional[Tuple[Optional[str], Optional[bool]
     return None
 
 
+def writes_branches_back(m: nn.Module) -> bool:
+    """Whether `m`'s forward writes its branch outputs back into the list it
+    was given (timm, the official repositories, mmseg / mmpose)."""
+    return getattr(m, "writes_branches_back", True) is not False
+
+
+def run_branches(branches: nn.ModuleList, x: List[Tensor], writes_back: bool) -> List[Tensor]:
+    """The branch outputs an HRNet module's exchange takes, computed as its
+    forward computes them: written back into the caller's list where the
+    source does that; list entries past the last branch are left alone, as
+    the source leaves them."""
+    if writes_back:
+        for i, branch in enumerate(branches):
+            x[i] = branch(x[i])
+        return x[:len(branches)]
+    return [branch(t) for branch, t in zip(branches, x)]
+
+
 def _host_resize(m: nn.Module, mode: Optional[str], align_corners: Optional[bool]):
     """(resizes in forward, (mode, align_corners) or None when unknown)."""
-    if isinstance(m, OwnModule):
-        own = (m.mode, m.align_corners)
-        return m.mode == "bilinear", (mode or own[0], own[1] if align_corners is None else bool(align_corners))
     found = forward_resize(m)
+    declared = getattr(m, "resizes_in_forward", None)
+    if isinstance(declared, bool) and not declared:
+        found = None
     if found is None:
         return False, (mode, bool(align_corners)) if mode is not None else None
     f_mode, f_align = found
@@ -159,8 +183,8 @@ def _down_layer(layer: nn.Module) -> bool:
     return True
 
 
-def compile_rows(m: nn.Module, mode: Optional[str] = None, align_corners: Optional[bool] = None
-                 ) -> Tuple[List[List[Term]], Tuple[str, bool]]:
+def read_terms(m: nn.Module, mode: Optional[str] = None, align_corners: Optional[bool] = None
+               ) -> Tuple[List[List[Term]], Tuple[str, bool]]:
     """The terms of every output row of `m`'s exchange, and the rows'
     interpolation (mode, align_corners). Raises ValueError when the layout
     is not an exchange or its interpolation cannot be read."""

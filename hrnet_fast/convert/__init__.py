@@ -1,9 +1,13 @@
 """`convert(model)`: route the exchange step of every HRNet module in a model
 through `hrnet_fast.exchange`, in place, changing nothing else.
 
-Which modules are HRNet modules and how their layouts resize is read by
-hrnet_fast.layouts; each module's exchange is compiled once into terms held
-by its FusedExchange (hrnet_fast.modules).
+    layers.py    predicates on the exchange's layers (BN modes, hooks)
+    layouts.py   which modules are HRNet modules; their fuse layers read
+                 into terms, and how their layouts resize
+    terms.py     the summands of each output row: the general path
+    folding.py   BN folded into its conv, and the cache of those folds
+    module.py    FusedExchange: the terms, the settings and which path a
+                 call takes (its eval programs live in hrnet_fast.plan)
 
 Example:
     >>> import torch, timm, hrnet_fast
@@ -20,35 +24,48 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch.nn as nn
+from torch import Tensor
 
-from .backend import BACKENDS, BackendUnavailable, NAMES
-from .contract import MODES
-from .layouts import OwnModule, is_hr_module
-from .modules import FusedExchange
+from ..backend import check_name
+from ..contract import MODES
+from ..memory import MEMORY, install as install_memory, unwrapped
+from .layouts import is_hr_module, run_branches, writes_branches_back
+from .module import FusedExchange
+
+
+class HostForward:
+    """A converted host's forward, set on the instance (type(host) and its
+    class stay untouched): its branches as its own forward runs them
+    (layouts.run_branches), then its FusedExchange."""
+
+    def __init__(self, host: nn.Module, writes_back: bool):
+        self.host = host
+        self.writes_back = writes_back
+
+    def __call__(self, x: List[Tensor]) -> List[Tensor]:
+        host = self.host
+        return host.fused_exchange(run_branches(host.branches, x, self.writes_back))
 
 
 def _is_converted(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "fused_exchange", None), FusedExchange) and "forward" in m.__dict__
+    return isinstance(getattr(m, "fused_exchange", None), FusedExchange) and isinstance(unwrapped(m), HostForward)
 
 
-def _check_arguments(model, backend: str, mode: Optional[str], align_corners) -> None:
+def _check_arguments(model, backend: str, mode: Optional[str], align_corners, memory) -> None:
     """Bad arguments fail here, not at the first forward."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"hrnet_fast.convert: expected an nn.Module, got {type(model).__name__}")
-    if not isinstance(backend, str) or (backend != "auto" and backend not in NAMES):
-        raise ValueError(f"hrnet_fast.convert: unknown backend {backend!r}; expected one of {('auto',) + NAMES}")
-    if backend != "auto":
-        reason = BACKENDS[backend].unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailable(f"hrnet_fast.convert: backend {backend!r} is unavailable: {reason}")
+    check_name("hrnet_fast.convert", backend)
     if mode is not None and mode not in MODES:
         raise ValueError(f"hrnet_fast.convert: mode must be one of {MODES}, got {mode!r}")
     if align_corners is not None and not isinstance(align_corners, bool):
         raise TypeError(f"hrnet_fast.convert: align_corners must be None or a bool, got {align_corners!r}")
+    if memory not in MEMORY:
+        raise ValueError(f"hrnet_fast.convert: memory must be one of {MEMORY}, got {memory!r}")
 
 
-def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = None,
-            align_corners: Optional[bool] = None) -> nn.Module:
+def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optional[bool] = None,
+            backend: str = "auto", memory: Optional[str] = None) -> nn.Module:
     """Convert every multi-branch HRNet module of `model` in place to run its
     exchange through `hrnet_fast.exchange`; returns `model`.
 
@@ -58,10 +75,15 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
     counters (and so the cache) do not see.
 
     Args:
+        mode, align_corners: the coarse branches' interpolation, for layouts
+            whose own modules do not say it (hrnet_fast.convert.layouts).
         backend: the exchange backend ("auto", "reference", "cpu", "cuda",
             "triton"); a named backend must be able to run on this machine.
-        mode, align_corners: the coarse branches' interpolation, for layouts
-            whose own modules do not say it (hrnet_fast.layouts).
+        memory: what training keeps for backward (hrnet_fast.memory): None
+            (as eager), "lean" (BatchNorm, ReLU, add and exchange outputs
+            recomputed from the convolution outputs), "checkpoint" (lean,
+            and each HRNet module, layer1 and transition recomputed from its
+            inputs); the same gradients and running statistics either way.
 
     Raises:
         TypeError: `model` is not a module.
@@ -75,23 +97,22 @@ def convert(model: nn.Module, *, backend: str = "auto", mode: Optional[str] = No
         >>> len(hrnet_fast.fused_modules(m))
         3
     """
-    _check_arguments(model, backend, mode, align_corners)
-    found = 0
-    for m in list(model.modules()):
+    _check_arguments(model, backend, mode, align_corners, memory)
+    hosts = []
+    for name, m in list(model.named_modules()):
         if not is_hr_module(m):
             continue
-        found += 1
+        hosts.append(m)
         if _is_converted(m):
             m.fused_exchange.clear_cache()
             continue
-        fused = FusedExchange(m, mode, align_corners, backend, copy_branches_in_place=not isinstance(m, OwnModule))
-        m.fused_exchange = fused
-        # Instance attribute: nn.Module.__call__ finds it before the class's
-        # forward, so type(m) and its class stay untouched.
-        m.forward = fused.host_forward
-    if not found:
+        where = f"{name} ({type(m).__name__})" if name else type(m).__name__
+        m.fused_exchange = FusedExchange(m, mode, align_corners, backend, where)
+        m.forward = HostForward(m, writes_branches_back(m))
+    if not hosts:
         raise ValueError(f"hrnet_fast.convert: {type(model).__name__} contains no HRNet module (a module with "
                          f"branches, num_branches > 1 and fuse_layers); nothing to convert")
+    install_memory(model, hosts, memory)
     return model
 
 
@@ -104,3 +125,6 @@ def fused_modules(model: nn.Module) -> List[nn.Module]:
         []
     """
     return [m for m in model.modules() if _is_converted(m)]
+
+
+__all__ = ["FusedExchange", "HostForward", "convert", "fused_modules"]

@@ -1,0 +1,266 @@
+"""What a lean forward keeps for backward: real tensors, or recipes that
+recompute a saved value from what is kept.
+
+Autograd saves a tensor for backward through the saved-tensor hooks; a
+`Session` is a pair of them. A tensor the lean mode (memory.mode) has
+registered a recipe for -- the output of a BatchNorm, a ReLU, an add, an
+interpolation, a concatenation or an exchange, each computed from tensors
+that are kept anyway (convolution outputs, which BatchNorm saves) or from
+other recipes -- is packed as its recipe: nothing of its own size is kept,
+and the first unpack in backward recomputes it. Any other tensor is kept as
+it is.
+
+Kept tensors go through the saved-tensor hooks that were active when the
+session began (a memory measurement, `torch.autograd.graph.save_on_cpu`),
+once per tensor: what those hooks see is exactly what this forward keeps.
+As autograd does, a kept tensor modified in place before backward raises at
+unpack.
+
+A recomputed value is shared by every use of it in one backward and dropped
+once the last of them (every direct unpack, every recipe built on it) is
+done, so a backward holds no more recomputed tensors at a time than eager
+code holds saved ones. Recomputation runs without autograd, under the
+autocast state of the forward; a second backward through it (create_graph)
+raises instead of silently treating recomputed values as constants.
+
+Example:
+    >>> import torch
+    >>> from hrnet_fast.memory.recipes import Recipe, Session
+    >>> c = torch.randn(4, requires_grad=True) * 2
+    >>> with Session() as s:
+    ...     r = torch.relu(c)
+    ...     s.register(r, Recipe(torch.relu, (s.ref(c),), {}, r))
+    ...     y = (r * 3).sum()   # mul saves r: packed as its recipe
+    >>> y.backward()
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
+
+_DOUBLE_BACKWARD = ("hrnet_fast memory='lean' / 'checkpoint': the activations saved for backward are recomputed "
+                    "without an autograd graph, so they cannot be differentiated again (create_graph=True, "
+                    "higher-order gradients); convert without memory= for those")
+
+
+def _modified(version: int, now: int) -> RuntimeError:
+    return RuntimeError(f"one of the variables needed for gradient computation has been modified by an inplace "
+                        f"operation: is at version {now}; expected version {version} instead (hrnet_fast lean "
+                        f"training keeps it as autograd would)")
+
+
+class Kept:
+    """A real tensor kept for backward, through the outer hooks if any."""
+    __slots__ = ("packed", "version", "unpack")
+
+    def __init__(self, t: Tensor, outer: Optional[Tuple[Callable, Callable]], version: int):
+        self.version = version
+        if outer is None:
+            self.packed, self.unpack = t, None
+        else:
+            self.packed, self.unpack = outer[0](t), outer[1]
+
+    def value(self) -> Tensor:
+        if self.unpack is not None:
+            return self.unpack(self.packed)
+        t = self.packed
+        if t._version != self.version:
+            raise _modified(self.version, t._version)
+        return t
+
+    def release(self) -> None:
+        pass
+
+
+class _Raw:
+    """A tensor argument of a recipe at the version it had: kept (Kept)
+    only if the recipe is ever packed."""
+    __slots__ = ("tensor", "version")
+
+    def __init__(self, t: Tensor):
+        self.tensor, self.version = t, t._version
+
+
+def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, fn) for v in value)
+    return fn(value)
+
+
+def _leaves(value: Any, out: List[Any]) -> List[Any]:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _leaves(v, out)
+    else:
+        out.append(value)
+    return out
+
+
+class Recipe:
+    """`fn(*args, **kwargs)` recomputes a saved value. Tensor arguments are
+    other Recipes or `Session.ref`s; `like` is the value as the forward
+    computed it (its dtype is what a recomputation gives)."""
+    __slots__ = ("fn", "args", "kwargs", "dtype", "autocast", "kept", "pending", "memo")
+
+    def __init__(self, fn: Callable[..., Tensor], args: tuple, kwargs: Dict[str, Any], like: Tensor):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.dtype = like.dtype
+        device = like.device.type
+        self.autocast = (device, torch.get_autocast_dtype(device)) if (
+            torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)) else None
+        self.kept = False   # raw arguments turned into Kept: the recipe is packed
+        self.pending = 0    # uses not yet done: direct unpacks and recipes built on it
+        self.memo: Optional[Tensor] = None
+
+    def keep(self, session: "Session") -> bool:
+        """Keeps what this recipe reads (once), counting itself as used by
+        its recipe arguments; False when a tensor it reads was modified in
+        place since (it cannot be recomputed)."""
+        if self.kept:
+            return True
+        leaves = _leaves((self.args, tuple(self.kwargs.values())), [])
+        for leaf in leaves:
+            if isinstance(leaf, _Raw) and leaf.tensor._version != leaf.version:
+                return False
+            if isinstance(leaf, Recipe) and not leaf.keep(session):
+                return False
+
+        def kept(v):
+            if isinstance(v, _Raw):
+                return session.keep(v.tensor, v.version)
+            if isinstance(v, Recipe):
+                v.pending += 1
+            return v
+
+        self.args = _map(self.args, kept)
+        self.kwargs = {k: _map(v, kept) for k, v in self.kwargs.items()}
+        self.kept = True
+        return True
+
+    def value(self) -> Tensor:
+        if self.memo is None:
+            args = _map(self.args, _value)
+            kwargs = {k: _map(v, _value) for k, v in self.kwargs.items()}
+            with torch.no_grad():
+                if self.autocast is not None:
+                    with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
+                        out = self.fn(*args, **kwargs)
+                else:
+                    out = self.fn(*args, **kwargs)
+            self.memo = out if out.dtype == self.dtype else out.to(self.dtype)
+        return self.memo
+
+    def release(self) -> None:
+        """One use is done; the last drops the value and releases what it
+        was built on."""
+        self.pending -= 1
+        if self.pending == 0:
+            self.memo = None
+            for leaf in _leaves((self.args, tuple(self.kwargs.values())), []):
+                if isinstance(leaf, Recipe):
+                    leaf.release()
+
+
+def _value(v: Any) -> Any:
+    return v.value() if isinstance(v, (Recipe, Kept)) else v
+
+
+class _Deferred:
+    """A tensor packed while an op runs whose output may get a recipe once
+    it returns (a ReLU saves its own result): resolved when the op returns."""
+    __slots__ = ("tensor", "version", "target")
+
+    def __init__(self, t: Tensor):
+        self.tensor, self.version, self.target = t, t._version, None
+
+
+def _unpack(packed: Any) -> Tensor:
+    if torch.is_grad_enabled():
+        raise RuntimeError(_DOUBLE_BACKWARD)
+    if isinstance(packed, _Deferred):
+        packed = packed.target
+    value = packed.value()
+    packed.release()
+    return value
+
+
+class Session:
+    """The saved-tensor hooks of one lean forward and its recipes
+    (see the module doc). `depth` counts the ops running now (the lean mode
+    enters and leaves them); tensors packed inside are resolved when the
+    outermost returns."""
+
+    def __init__(self) -> None:
+        self.recipes = WeakIdKeyDictionary()  # tensor -> (version, recipe)
+        self.kept: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> {version: Kept}
+        self.deferred: List[_Deferred] = []
+        self.depth = 0
+        self.outer: Optional[Tuple[Callable, Callable]] = None
+
+    def __enter__(self) -> "Session":
+        self.outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        torch._C._autograd._push_saved_tensors_default_hooks(self.pack, _unpack)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch._C._autograd._pop_saved_tensors_default_hooks()
+        self.resolve()
+        self.recipes = WeakIdKeyDictionary()
+        self.kept = WeakIdKeyDictionary()
+
+    # -- forward side -------------------------------------------------------
+
+    def ref(self, t: Tensor, version: Optional[int] = None) -> Any:
+        """What a recipe reads for tensor `t` (at `version`, default now):
+        its own recipe, or the tensor itself, kept if the recipe is packed."""
+        version = t._version if version is None else version
+        hit = self.recipes.get(t)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        return _Raw(t)
+
+    def register(self, t: Tensor, recipe: Recipe) -> None:
+        """From now on `t` (at its current version) is packed as `recipe`."""
+        self.recipes[t] = (t._version, recipe)
+
+    def keep(self, t: Tensor, version: int) -> Kept:
+        """`t` kept for backward, once per version."""
+        versions = self.kept.get(t)
+        if versions is None:
+            versions = self.kept[t] = {}
+        kept = versions.get(version)
+        if kept is None:
+            kept = versions[version] = Kept(t, self.outer, version)
+        return kept
+
+    # -- the hooks ----------------------------------------------------------
+
+    def _packed(self, t: Tensor, version: int) -> Any:
+        hit = self.recipes.get(t)
+        if hit is not None and hit[0] == version and hit[1].keep(self):
+            hit[1].pending += 1
+            return hit[1]
+        return None
+
+    def pack(self, t: Tensor) -> Any:
+        found = self._packed(t, t._version)
+        if found is not None:
+            return found
+        if self.depth > 0:
+            d = _Deferred(t)
+            self.deferred.append(d)
+            return d
+        return self.keep(t, t._version)
+
+    def resolve(self) -> None:
+        """Settles what was packed while the ops that just returned ran."""
+        for d in self.deferred:
+            d.target = self._packed(d.tensor, d.version) or self.keep(d.tensor, d.version)
+            d.tensor = None
+        self.deferred.clear()
+
+
+__all__ = ["Kept", "Recipe", "Session"]
