@@ -31,7 +31,10 @@ from torch import Tensor
 from ._ext import extension
 
 MODES = ("nearest", "bilinear")
+# The op's argument types (hrnet_fast.exchange, hrnet_fast.reference).
 ConvTerm = Tuple[Tensor, Tensor, Optional[Tensor]]
+Rows = Optional[Sequence[Optional[Tensor]]]  # scales or shifts: None, or one entry per input
+Size = Tuple[int, int]
 _Tensor = torch.Tensor
 _SIZE_TYPES = (int, torch.SymInt)
 

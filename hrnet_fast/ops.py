@@ -22,7 +22,7 @@ from torch import Tensor
 from . import _fakes  # noqa: F401  registers the C++ ops' fake kernels
 from .backend import available, choose, run_reference
 from .backend.base import BoundCall
-from .contract import ConvTerm, make_call
+from .contract import ConvTerm, Rows, Size, make_call
 
 _is_tracing = torch.jit.is_tracing
 _is_compiling = torch.compiler.is_compiling
@@ -43,11 +43,11 @@ def backends() -> Dict[str, bool]:
 
 def exchange(
     inputs: Sequence[Tensor],
-    scales: Optional[Sequence[Optional[Tensor]]] = None,
-    shifts: Optional[Sequence[Optional[Tensor]]] = None,
+    scales: Rows = None,
+    shifts: Rows = None,
     *,
     convs: Sequence[ConvTerm] = (),
-    size: Optional[Tuple[int, int]] = None,
+    size: Optional[Size] = None,
     mode: str = "nearest",
     align_corners: bool = False,
     relu: bool = True,

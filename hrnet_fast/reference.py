@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ConvTerm = Tuple[Tensor, Tensor, Optional[Tensor]]
+from .contract import ConvTerm, Rows, Size
 
 
-def exchange(
-    inputs: Sequence[Tensor],
-    scales: Optional[Sequence[Optional[Tensor]]] = None,
-    shifts: Optional[Sequence[Optional[Tensor]]] = None,
-    *,
-    convs: Sequence[ConvTerm] = (),
-    size: Optional[Tuple[int, int]] = None,
-    mode: str = "nearest",
-    align_corners: bool = False,
-    relu: bool = True,
-) -> Tensor:
+def exchange(inputs: Sequence[Tensor], scales: Rows = None, shifts: Rows = None, *, convs: Sequence[ConvTerm] = (),
+             size: Optional[Size] = None, mode: str = "nearest", align_corners: bool = False,
+             relu: bool = True) -> Tensor:
     """Reference exchange: per-input affine, size-based interpolation, sum,
     stride-2 conv terms, optional ReLU; each step an ordinary PyTorch op."""
     # Sizes stay as given: under torch.jit.trace they are tensors, and

@@ -325,13 +325,16 @@ HF_UNROLL
   put_sums(p, l, red, sum);
 }
 
-// A same-size input: grad_x = scale * gm, and the sums of gm * x.
-template <typename T, int VEC, typename A, typename I>
-HF_HOST_DEVICE void same_input(const BwdParams<A, I>& p, const BwdInput<A, I>& in, const TileAt<I>& at, int tid,
-                               const T* gm, A* red) {
+// The frame of every per-input phase: the thread's pack of VEC channels
+// from c0 (in channel tile ct), their scale row sc, and acc, the thread's
+// running sums of G * x, handed to the reduction buffer when the scale's
+// gradient is wanted. body(l, c0, sc, acc) runs for threads with channels.
+template <int VEC, typename A, typename I, typename Body>
+HF_HOST_DEVICE void input_phase(const BwdParams<A, I>& p, const BwdInput<A, I>& in, int ct, int tid, A* red,
+                                Body&& body) {
   const Lane l = lane_of(p, tid);
   if (!l.active) return;
-  const int cv = at.ct * p.ncp + l.cp;
+  const int cv = ct * p.ncp + l.cp;
   const I c0 = static_cast<I>(cv) * VEC;
   A acc[VEC];
 HF_UNROLL
@@ -339,6 +342,16 @@ HF_UNROLL
   if (cv < p.cvs) {
     A sc[VEC];
     load_row<A, VEC>(in.scale, c0, A(1), sc);
+    body(l, c0, sc, acc);
+  }
+  if (in.scale != nullptr) put_sums(p, l, red, acc);
+}
+
+// A same-size input: grad_x = scale * gm, and the sums of gm * x.
+template <typename T, int VEC, typename A, typename I>
+HF_HOST_DEVICE void same_input(const BwdParams<A, I>& p, const BwdInput<A, I>& in, const TileAt<I>& at, int tid,
+                               const T* gm, A* red) {
+  input_phase<VEC>(p, in, at.ct, tid, red, [&](const Lane& l, I c0, const A(&sc)[VEC], A(&acc)[VEC]) {
     const T* x = static_cast<const T*>(in.x) + at.n * in.xn + c0 * in.xc;
     T* gx = static_cast<T*>(in.gx) + at.n * in.dn + c0 * in.dc;
     for (int first = l.pl; first < kTilePixels; first += kBatch * p.npl) {
@@ -374,8 +387,23 @@ HF_UNROLL
         }
       }
     }
+  });
+}
+
+// out = the sum, over the tile's outputs o that read local source
+// coordinate q along `axis`, of weight * value(o) (load(o, value) fills
+// value): one axis of the tile's adjoint.
+template <int VEC, typename A, typename Load>
+HF_HOST_DEVICE void tab_sum(const TileTab<A>& tb, int axis, int q, A (&out)[VEC], Load&& load) {
+HF_UNROLL
+  for (int v = 0; v < VEC; ++v) out[v] = A(0);
+  for (int o = tb.b[axis][q]; o < tb.e[axis][q]; ++o) {
+    const A wt = tab_weight(tb, axis, o, q);
+    A value[VEC];
+    load(o, value);
+HF_UNROLL
+    for (int v = 0; v < VEC; ++v) out[v] += wt * value[v];
   }
-  if (in.scale != nullptr) put_sums(p, l, red, acc);
 }
 
 // W pass of a tiled input: R[ph][j] = sum over the tile's columns pw that
@@ -390,15 +418,9 @@ HF_HOST_DEVICE void w_pass(const BwdParams<A, I>& p, const TileAt<I>& at, const 
   for (int r = l.pl; r < at.vh * nq; r += p.npl) {
     const int ph = r / nq, j = r % nq;
     A s[VEC];
-HF_UNROLL
-    for (int v = 0; v < VEC; ++v) s[v] = A(0);
-    for (int pw = tb.b[1][j]; pw < tb.e[1][j]; ++pw) {
-      const A wt = tab_weight(tb, 1, pw, j);
-      A g[VEC];
+    tab_sum<VEC>(tb, 1, j, s, [&](int pw, A(&g)[VEC]) {
       load_pack<T, VEC>(gm + shared_at(p, ph * kTile + pw, kTilePixels, l.cp, VEC), g);
-HF_UNROLL
-      for (int v = 0; v < VEC; ++v) s[v] += wt * g[v];
-    }
+    });
     store_acc<A, VEC>(R + shared_at(p, ph * p.r_cols + j, rows, l.cp, VEC), s);
   }
 }
@@ -409,38 +431,22 @@ HF_UNROLL
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void h_pass(const BwdParams<A, I>& p, const BwdInput<A, I>& in, const TileAt<I>& at,
                            const TileTab<A>& tb, int tid, const A* R, A* red) {
-  const Lane l = lane_of(p, tid);
-  if (!l.active) return;
-  const int cv = at.ct * p.ncp + l.cp;
-  const I c0 = static_cast<I>(cv) * VEC;
-  A acc[VEC];
-HF_UNROLL
-  for (int j = 0; j < VEC; ++j) acc[j] = A(0);
-  if (cv < p.cvs) {
-    A sc[VEC];
-    load_row<A, VEC>(in.scale, c0, A(1), sc);
+  input_phase<VEC>(p, in, at.ct, tid, red, [&](const Lane& l, I c0, const A(&sc)[VEC], A(&acc)[VEC]) {
     const int nqh = tb.nq[0], nqw = tb.nq[1];
     const int rows = kTile * p.r_cols;
     for (int r = l.pl; r < nqh * nqw; r += p.npl) {
       const int i = r / nqw, j = r % nqw;
       A G[VEC];
-HF_UNROLL
-      for (int v = 0; v < VEC; ++v) G[v] = A(0);
-      for (int ph = tb.b[0][i]; ph < tb.e[0][i]; ++ph) {
-        const A wt = tab_weight(tb, 0, ph, i);
-        A rv[VEC];
+      tab_sum<VEC>(tb, 0, i, G, [&](int ph, A(&rv)[VEC]) {
         load_acc<A, VEC>(R + shared_at(p, ph * p.r_cols + j, rows, l.cp, VEC), rv);
-HF_UNROLL
-        for (int v = 0; v < VEC; ++v) G[v] += wt * rv[v];
-      }
+      });
       if (tb.done[0][i] && tb.done[1][j]) {
         finish_pixel<T, VEC>(in, at.n, c0, static_cast<I>(tb.q0[0] + i), static_cast<I>(tb.q0[1] + j), G, sc, acc);
       } else {
         store_acc<A, VEC>(in.part + part_at(p, in, at.unit, i, j, c0), G);
       }
     }
-  }
-  if (in.scale != nullptr) put_sums(p, l, red, acc);
+  });
 }
 
 template <typename T, int VEC, typename I, class Ex>
@@ -512,16 +518,7 @@ HF_HOST_DEVICE void straddle_flags(const BwdParams<A, I>& p, const BwdInput<A, I
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void finish_straddling(const BwdParams<A, I>& p, const BwdInput<A, I>& in, I unit, int ct, int tid,
                                       const uint8_t* flags, A* red) {
-  const Lane l = lane_of(p, tid);
-  if (!l.active) return;
-  const int cv = ct * p.ncp + l.cp;
-  const I c0 = static_cast<I>(cv) * VEC;
-  A acc[VEC];
-HF_UNROLL
-  for (int j = 0; j < VEC; ++j) acc[j] = A(0);
-  if (cv < p.cvs) {
-    A sc[VEC];
-    load_row<A, VEC>(in.scale, c0, A(1), sc);
+  input_phase<VEC>(p, in, ct, tid, red, [&](const Lane& l, I c0, const A(&sc)[VEC], A(&acc)[VEC]) {
     const int tw = static_cast<int>(unit % p.tiles_w);
     const I r = unit / p.tiles_w;
     const int th = static_cast<int>(r % p.tiles_h);
@@ -552,8 +549,7 @@ HF_UNROLL
       }
       finish_pixel<T, VEC>(in, n, c0, static_cast<I>(qh), static_cast<I>(qw), G, sc, acc);
     }
-  }
-  if (in.scale != nullptr) put_sums(p, l, red, acc);
+  });
 }
 
 // A gathered input: kGatherPixels source pixels per unit, each the plain
@@ -562,16 +558,7 @@ HF_UNROLL
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void finish_gathered(const BwdParams<A, I>& p, const BwdInput<A, I>& in, I unit, int ct, int tid,
                                     A* red) {
-  const Lane l = lane_of(p, tid);
-  if (!l.active) return;
-  const int cv = ct * p.ncp + l.cp;
-  const I c0 = static_cast<I>(cv) * VEC;
-  A acc[VEC];
-HF_UNROLL
-  for (int j = 0; j < VEC; ++j) acc[j] = A(0);
-  if (cv < p.cvs) {
-    A sc[VEC];
-    load_row<A, VEC>(in.scale, c0, A(1), sc);
+  input_phase<VEC>(p, in, ct, tid, red, [&](const Lane& l, I c0, const A(&sc)[VEC], A(&acc)[VEC]) {
     const I plane = static_cast<I>(in.hk) * in.wk;
     for (int s = l.pl; s < kGatherPixels; s += p.npl) {
       const I q = unit * kGatherPixels + s;
@@ -600,8 +587,7 @@ HF_UNROLL
       }
       finish_pixel<T, VEC>(in, n, c0, static_cast<I>(qh), static_cast<I>(qw), G, sc, acc);
     }
-  }
-  if (in.scale != nullptr) put_sums(p, l, red, acc);
+  });
 }
 
 template <typename T, int VEC, typename I, class Ex>

@@ -123,6 +123,18 @@ enum class Kind : int {
   Near = 3,   // nearest, any other size: interp.h's float formula
 };
 
+// f(std::integral_constant<Kind, k>{}) for the run-time kind k: code
+// written for a compile-time kind serves the run-time pattern as well.
+template <typename F>
+HF_HOST_DEVICE void with_kind(Kind k, F&& f) {
+  switch (k) {
+    case Kind::Same: return f(std::integral_constant<Kind, Kind::Same>{});
+    case Kind::Shift: return f(std::integral_constant<Kind, Kind::Shift>{});
+    case Kind::Near: return f(std::integral_constant<Kind, Kind::Near>{});
+    default: return f(std::integral_constant<Kind, Kind::Lin>{});
+  }
+}
+
 // Output pixels (or packs) per thread and tile of the forward: two, for
 // independent loads in flight beyond the inputs', unless one pixel already
 // issues eight or more 16-byte loads (bilinear taps), where a second would

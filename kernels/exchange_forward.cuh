@@ -64,6 +64,35 @@ struct FwdParams {
 // Kernel parameters are limited to 4 KiB.
 static_assert(sizeof(FwdParams<double, int64_t>) <= 4096, "forward parameters exceed the kernel parameter limit");
 
+// body(k, i, kind) for every input k of the compile-time pattern Pat and
+// every item i that exists, with k and the input's kind as compile-time
+// constants (std::integral_constant): the loads of a pixel unrolled.
+template <class Pat, int P, typename Body>
+HF_HOST_DEVICE void pattern_items(const bool (&ok)[P], Body&& body) {
+  static_for<Pat::kCount>([&](auto K) {
+    constexpr Kind kind = decltype(K)::value < Pat::kSame ? Kind::Same : Pat::kCoarse;
+HF_UNROLL
+    for (int i = 0; i < P; ++i)
+      if (ok[i]) body(K, i, std::integral_constant<Kind, kind>{});
+  });
+}
+
+// The ReLU (when asked for) and the store of every item i that exists, at
+// at(i) in the output.
+template <typename T, int P, int VEC, typename A, typename I, typename At>
+HF_HOST_DEVICE void store_items(const FwdParams<A, I>& p, const bool (&ok)[P], A (&acc)[P][VEC], At&& at) {
+HF_UNROLL
+  for (int i = 0; i < P; ++i) {
+    if (ok[i]) {
+      if (p.relu) {
+HF_UNROLL
+        for (int j = 0; j < VEC; ++j) acc[i][j] = relu_value(acc[i][j]);
+      }
+      store_pack<T, VEC>(at(i), acc[i]);
+    }
+  }
+}
+
 // --- channels_last ----------------------------------------------------------
 
 // Input s interpolated at output pixel (h, w) for the VEC channels from c0
@@ -94,12 +123,7 @@ HF_UNROLL
 
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void sample_cl_any(const FwdInput<A, I>& s, I n, I c0, I h, I w, A (&v)[VEC]) {
-  switch (s.kind) {
-    case Kind::Same: return sample_cl<T, VEC, Kind::Same>(s, n, c0, h, w, v);
-    case Kind::Shift: return sample_cl<T, VEC, Kind::Shift>(s, n, c0, h, w, v);
-    case Kind::Near: return sample_cl<T, VEC, Kind::Near>(s, n, c0, h, w, v);
-    default: return sample_cl<T, VEC, Kind::Lin>(s, n, c0, h, w, v);
-  }
+  with_kind(s.kind, [&](auto kind) { sample_cl<T, VEC, decltype(kind)::value>(s, n, c0, h, w, v); });
 }
 
 // One thread of the channels_last forward. The grid is a multiple of nct,
@@ -153,6 +177,8 @@ HF_UNROLL
 HF_UNROLL
       for (int j = 0; j < VEC; ++j) acc[i][j] = shift[j];
     if constexpr (!Pat::kRuntime) {
+      // Not pattern_items: through it ptxas gives some of these kernels
+      // more registers.
       static_for<Pat::kCount>([&](auto K) {
         constexpr int k = decltype(K)::value;
         constexpr Kind kind = k < Pat::kSame ? Kind::Same : Pat::kCoarse;
@@ -183,16 +209,9 @@ HF_UNROLL
         }
       }
     }
-HF_UNROLL
-    for (int i = 0; i < P; ++i) {
-      if (ok[i]) {
-        if (p.relu) {
-HF_UNROLL
-          for (int j = 0; j < VEC; ++j) acc[i][j] = relu_value(acc[i][j]);
-        }
-        store_pack<T, VEC>(static_cast<T*>(p.out) + n[i] * p.on + c0 * p.oc + h[i] * p.oh + w[i] * p.ow, acc[i]);
-      }
-    }
+    store_items<T>(p, ok, acc, [&](int i) {
+      return static_cast<T*>(p.out) + n[i] * p.on + c0 * p.oc + h[i] * p.oh + w[i] * p.ow;
+    });
   }
 }
 
@@ -228,12 +247,7 @@ HF_UNROLL
 
 template <typename T, int VEC, typename A, typename I>
 HF_HOST_DEVICE void sample_row_any(const FwdInput<A, I>& s, I n, I c, I h, I w0, A (&v)[VEC]) {
-  switch (s.kind) {
-    case Kind::Same: return sample_row<T, VEC, Kind::Same>(s, n, c, h, w0, v);
-    case Kind::Shift: return sample_row<T, VEC, Kind::Shift>(s, n, c, h, w0, v);
-    case Kind::Near: return sample_row<T, VEC, Kind::Near>(s, n, c, h, w0, v);
-    default: return sample_row<T, VEC, Kind::Lin>(s, n, c, h, w0, v);
-  }
+  with_kind(s.kind, [&](auto kind) { sample_row<T, VEC, decltype(kind)::value>(s, n, c, h, w0, v); });
 }
 
 template <typename A>
@@ -271,17 +285,10 @@ HF_UNROLL
       for (int j = 0; j < VEC; ++j) acc[i][j] += sc * v[j] + sh;
     };
     if constexpr (!Pat::kRuntime) {
-      static_for<Pat::kCount>([&](auto K) {
-        constexpr int k = decltype(K)::value;
-        constexpr Kind kind = k < Pat::kSame ? Kind::Same : Pat::kCoarse;
-HF_UNROLL
-        for (int i = 0; i < P; ++i) {
-          if (ok[i]) {
-            A v[VEC];
-            sample_row<T, VEC, kind>(p.in[k], n[i], c[i], h[i], w0[i], v);
-            add(p.in[k], i, v);
-          }
-        }
+      pattern_items<Pat>(ok, [&](auto k, int i, auto kind) {
+        A v[VEC];
+        sample_row<T, VEC, decltype(kind)::value>(p.in[k], n[i], c[i], h[i], w0[i], v);
+        add(p.in[k], i, v);
       });
     } else {
       for (int k = 0; k < p.k; ++k) {
@@ -295,16 +302,9 @@ HF_UNROLL
         }
       }
     }
-HF_UNROLL
-    for (int i = 0; i < P; ++i) {
-      if (ok[i]) {
-        if (p.relu) {
-HF_UNROLL
-          for (int j = 0; j < VEC; ++j) acc[i][j] = relu_value(acc[i][j]);
-        }
-        store_pack<T, VEC>(static_cast<T*>(p.out) + n[i] * p.on + c[i] * p.oc + h[i] * p.oh + w0[i] * p.ow, acc[i]);
-      }
-    }
+    store_items<T>(p, ok, acc, [&](int i) {
+      return static_cast<T*>(p.out) + n[i] * p.on + c[i] * p.oc + h[i] * p.oh + w0[i] * p.ow;
+    });
   }
 }
 

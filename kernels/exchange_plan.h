@@ -60,6 +60,12 @@ inline int64_t reach(const View& v, int64_t slack) {
 
 constexpr int64_t kInt32Limit = std::numeric_limits<int32_t>::max();
 
+// A view's (N, C, H, W) element strides, or sizes, as index type I.
+template <typename I>
+inline void as_index(const int64_t (&v)[4], I& n, I& c, I& h, I& w) {
+  n = static_cast<I>(v[0]), c = static_cast<I>(v[1]), h = static_cast<I>(v[2]), w = static_cast<I>(v[3]);
+}
+
 // --- forward patterns -----------------------------------------------------------
 
 // The compiled patterns: HRNet's exchange rows of stages 2-4 (W18 .. W64
@@ -247,8 +253,7 @@ FwdParams<A, I> forward_params(const ForwardDesc& d, const ForwardPlan& p) {
     const View& x = d.in[k];
     FwdInput<A, I>& s = f.in[i];
     s.data = x.data;
-    s.sn = static_cast<I>(x.stride[0]), s.sc = static_cast<I>(x.stride[1]);
-    s.sh = static_cast<I>(x.stride[2]), s.sw = static_cast<I>(x.stride[3]);
+    as_index(x.stride, s.sn, s.sc, s.sh, s.sw);
     s.scale = static_cast<const A*>(d.scale[k]);
     s.shift = static_cast<const A*>(d.shift[k]);
     s.ay = make_axis<A>(x.size[2], o.size[2], d.mode, d.align_corners);
@@ -257,10 +262,8 @@ FwdParams<A, I> forward_params(const ForwardDesc& d, const ForwardPlan& p) {
     s.kind = p.kind[i];
   }
   f.out = o.data;
-  f.on = static_cast<I>(o.stride[0]), f.oc = static_cast<I>(o.stride[1]);
-  f.oh = static_cast<I>(o.stride[2]), f.ow = static_cast<I>(o.stride[3]);
-  f.n = static_cast<I>(o.size[0]), f.c = static_cast<I>(o.size[1]);
-  f.h = static_cast<I>(o.size[2]), f.w = static_cast<I>(o.size[3]);
+  as_index(o.stride, f.on, f.oc, f.oh, f.ow);
+  as_index(o.size, f.n, f.c, f.h, f.w);
   f.relu = d.relu;
   f.cvs = p.cvs, f.ncp = p.ncp, f.nct = p.nct, f.npl = p.npl;
   f.items = static_cast<I>(p.items);
@@ -497,11 +500,9 @@ BwdParams<A, I> backward_params(const BackwardDesc& d, const BackwardPlan& p, vo
     const View& x = d.x[k];
     const View& g = d.gx[k];
     in.x = x.data;
-    in.xn = static_cast<I>(x.stride[0]), in.xc = static_cast<I>(x.stride[1]);
-    in.xh = static_cast<I>(x.stride[2]), in.xw = static_cast<I>(x.stride[3]);
+    as_index(x.stride, in.xn, in.xc, in.xh, in.xw);
     in.gx = g.data;
-    in.dn = static_cast<I>(g.stride[0]), in.dc = static_cast<I>(g.stride[1]);
-    in.dh = static_cast<I>(g.stride[2]), in.dw = static_cast<I>(g.stride[3]);
+    as_index(g.stride, in.dn, in.dc, in.dh, in.dw);
     in.scale = static_cast<const A*>(d.scale[k]);
     in.ay = make_axis<A>(x.size[2], o.size[2], d.mode, d.align_corners);
     in.ax = make_axis<A>(x.size[3], o.size[3], d.mode, d.align_corners);
@@ -515,11 +516,9 @@ BwdParams<A, I> backward_params(const BackwardDesc& d, const BackwardPlan& p, vo
     in.units = static_cast<I>(p.units[k]);
   }
   b.grad = d.grad.data;
-  b.gn = static_cast<I>(d.grad.stride[0]), b.gc = static_cast<I>(d.grad.stride[1]);
-  b.gh = static_cast<I>(d.grad.stride[2]), b.gw = static_cast<I>(d.grad.stride[3]);
+  as_index(d.grad.stride, b.gn, b.gc, b.gh, b.gw);
   b.out = o.data;
-  b.on = static_cast<I>(o.stride[0]), b.oc = static_cast<I>(o.stride[1]);
-  b.oh = static_cast<I>(o.stride[2]), b.ow = static_cast<I>(o.stride[3]);
+  as_index(o.stride, b.on, b.oc, b.oh, b.ow);
   b.n = static_cast<I>(o.size[0]), b.c = static_cast<I>(o.size[1]);
   b.h = static_cast<int>(o.size[2]), b.w = static_cast<int>(o.size[3]);
   b.relu = d.relu;

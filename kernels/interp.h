@@ -152,15 +152,49 @@ HF_HOST_DEVICE TapI<I, T> tap_as(const Axis<T>& a, I dst) {
   return linear_tap_as<I>(a, dst);
 }
 
-// The same with 64-bit indices.
+// The same with 64-bit indices, spelled out: written as the templates
+// above with I = int64_t, ptxas gives most scalar finish kernels 6-10 more
+// registers (benchmarks/RESULTS.md, "register counts").
 template <typename T>
 HF_HOST_DEVICE int64_t nearest_source(const Axis<T>& a, int64_t dst) {
-  return nearest_source_as<int64_t>(a, dst);
+  if (a.out == a.in) return dst;
+  if (a.out == 2 * a.in) return dst >> 1;
+  const int64_t src = static_cast<int64_t>(floorf(nearest_real(a, dst)));
+  return src < a.in - 1 ? src : a.in - 1;
+}
+
+template <typename T>
+HF_HOST_DEVICE Tap<T> linear_tap(const Axis<T>& a, int64_t dst) {
+  T real;
+  if (a.align_corners) {
+    real = a.scale * static_cast<T>(dst);
+  } else {
+    real = a.scale * (static_cast<T>(dst) + static_cast<T>(0.5)) - static_cast<T>(0.5);
+    if (real < static_cast<T>(0)) real = static_cast<T>(0);
+  }
+  int64_t i0 = static_cast<int64_t>(floor(real));
+  if (i0 > a.in - 1) i0 = a.in - 1;
+  T l1 = real - static_cast<T>(i0);
+  if (l1 < static_cast<T>(0)) l1 = static_cast<T>(0);
+  if (l1 > static_cast<T>(1)) l1 = static_cast<T>(1);
+  Tap<T> t;
+  t.i0 = i0;
+  t.i1 = i0 < a.in - 1 ? i0 + 1 : i0;
+  t.l1 = l1;
+  t.l0 = static_cast<T>(1) - l1;
+  return t;
 }
 
 template <typename T>
 HF_HOST_DEVICE Tap<T> tap(const Axis<T>& a, int64_t dst) {
-  return tap_as<int64_t>(a, dst);
+  if (a.mode == Mode::Nearest) {
+    Tap<T> t;
+    t.i0 = t.i1 = nearest_source(a, dst);
+    t.l0 = static_cast<T>(1);
+    t.l1 = static_cast<T>(0);
+    return t;
+  }
+  return linear_tap(a, dst);
 }
 
 // Weight with which output coordinate p reads source coordinate q (zero when

@@ -11,7 +11,8 @@ import torch
 import hrnet_fast
 from hrnet_fast import backend as backend_registry
 from hrnet_fast.contract import make_call
-from fake_cuda import OpCounter, fake_cuda_mode
+from exchange_cases import BAD_CALLS
+from fake_cuda import OpCounter, fake_cuda  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(not hrnet_fast.backends()["cpu"], reason="C++ extension not built")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,72 +22,39 @@ def _x(*shape, **kw):
     return torch.randn(*shape, **kw)
 
 
-BAD_CALLS = [
-    # (inputs, scales, shifts, kwargs) -> exception type, message
-    (lambda: ([_x(1, 2, 4, 4), _x(1, 3, 2, 2)], None, None, {}), ValueError, r"\(N, C\)"),
-    (lambda: ([_x(1, 2, 4, 4)], [torch.ones(2, dtype=torch.int64)], None, {}), TypeError,
-     r"scales\[0\] must be floating point, got torch.int64"),
-    (lambda: ([_x(1, 2, 4, 4)], [torch.ones(3)], None, {}), ValueError, r"scales\[0\] must have shape \(2,\)"),
-    (lambda: ([_x(1, 2, 4, 4), _x(1, 2, 2, 2, dtype=torch.float64)], None, None, {}), ValueError,
-     "torch.float64 but inputs"),
-    (lambda: ([_x(1, 2, 4, 4), _x(1, 2, 2, 2, device="meta")], None, None, {}), ValueError, "is on meta"),
-    (lambda: ([_x(1, 2, 4, 4)], None, [torch.ones(2, device="meta")], {}), ValueError, r"shifts\[0\] is on meta"),
-    (lambda: ([_x(1, 2, 4, 4), _x(1, 2, 8, 8)], None, None, {}), ValueError, "larger than the output size"),
-    (lambda: ([_x(1, 2, 4, 4)], None, None, {"mode": "bicubic"}), ValueError, "mode must be"),
-    (lambda: ([_x(1, 2, 4, 4)], None, None, {"size": (0, 4)}), ValueError, "size must be positive"),
-    (lambda: ([_x(1, 2, 4, 4)], None, None, {"size": (4.0, 4)}), TypeError, "size must be None or"),
-    (lambda: ([torch.ones(1, 2, 4, 4, dtype=torch.int64)], None, None, {}), TypeError, "floating point"),
-    (lambda: ([_x(1, 2, 4, 4)], None, None, {"convs": [(_x(1, 3, 10, 10), _x(2, 3, 3, 3), None)]}), ValueError,
-     "lands on 5x5"),
-]
-
-
-@pytest.mark.parametrize("backend", ["auto", "reference", "cpu", "cuda", "triton"])
-@pytest.mark.parametrize("make,exc,match", BAD_CALLS)
-def test_a_bad_call_gets_one_error_whichever_backend(make, exc, match, backend):
-    # cuda and triton cannot run on this machine, yet a bad call still
-    # gets its own error first: the value rules do not depend on a backend.
-    inputs, scales, shifts, kwargs = make()
-    with pytest.raises(exc, match=match):
-        hrnet_fast.exchange(inputs, scales, shifts, backend=backend, **kwargs)
-
-
-@pytest.mark.parametrize("make,exc,match", BAD_CALLS[:9])
+# Bad calls get one error whichever backend (test_exchange.py runs every
+# case on every backend name).
+@pytest.mark.parametrize("make,exc,match", [c for c in BAD_CALLS if c[2] is not None])
 def test_a_failing_call_reaches_the_op_at_most_once(make, exc, match):
-    inputs, scales, shifts, kwargs = make()
+    args, kwargs = make()
     with OpCounter() as counter, pytest.raises(exc, match=match):
-        hrnet_fast.exchange(inputs, scales, shifts, **kwargs)
+        hrnet_fast.exchange(*args, **kwargs)
     custom = [op for op in counter.ops if op.startswith("hrnet_fast.")]
     assert len(custom) <= 1, custom
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """Fake CUDA tensors, and a CUDA backend that believes a device is
-    there (the extension must have been built with CUDA)."""
-    if not hrnet_fast.build_info()["cuda_compiled"]:
-        pytest.skip("the extension was built without CUDA")
-    with fake_cuda_mode(monkeypatch) as mode:
-        yield mode
-
-
-def test_one_call_with_affines_dispatches_one_op_on_fake_cuda(fake_cuda):
+# Ids other than the bare word "cuda": conftest skips that keyword without a GPU.
+@pytest.mark.parametrize("fake_cuda,op", [("cuda", "hrnet_fast.exchange.default"),
+                                          ("triton", "hrnet_fast.exchange_triton.default")],
+                         indirect=["fake_cuda"], ids=["cuda-backend", "triton-backend"])
+def test_one_call_dispatches_one_op_and_no_aten_op_on_fake_cuda(fake_cuda, op):
+    backend = fake_cuda
     xs = [torch.randn(2, 8, 16, 16, device="cuda"), torch.randn(2, 8, 8, 8, device="cuda"),
           torch.randn(2, 8, 4, 4, device="cuda")]
     scales = [None, torch.rand(8, device="cuda"), torch.rand(8, device="cuda")]
     shifts = [torch.rand(8, device="cuda"), None, torch.rand(8, device="cuda")]
     with OpCounter() as counter:
-        y = hrnet_fast.exchange(xs, scales, shifts)
-    assert counter.ops == ["hrnet_fast.exchange.default"]
+        y = hrnet_fast.exchange(xs, scales, shifts, backend=backend)
+    assert counter.ops == [op]
     assert y.device.type == "cuda" and tuple(y.shape) == (2, 8, 16, 16)
+    xs = [x.to(torch.bfloat16, memory_format=torch.channels_last) for x in xs]
     with OpCounter() as counter:  # bf16 channels_last, no affine: the same
-        xs = [x.to(torch.bfloat16, memory_format=torch.channels_last) for x in xs]
-        counter.ops.clear()
-        y = hrnet_fast.exchange(xs, mode="bilinear")
-    assert counter.ops == ["hrnet_fast.exchange.default"]
-    assert y.is_contiguous(memory_format=torch.channels_last)
+        y = hrnet_fast.exchange(xs, mode="bilinear", backend=backend)
+    assert counter.ops == [op]
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("fake_cuda", ["cuda"], indirect=True, ids=["cuda-backend"])
 def test_cpu_cuda_mix_is_a_value_error_on_fake_cuda(fake_cuda):
     x0 = torch.randn(2, 8, 16, 16, device="cuda")
     with OpCounter() as counter, pytest.raises(ValueError, match="is on cpu but inputs"):

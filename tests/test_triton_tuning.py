@@ -1,7 +1,8 @@
 """The Triton backend without a GPU: launch configurations (shipped table,
 heuristic, forced overrides, opt-in autotuning), the exact interpolation
-scales handed to the kernels, and the op's fake path on fake CUDA tensors:
-one custom op per forward call, no ATen op, and no device access.
+scales handed to the kernels, and the op's fake path on fake CUDA tensors
+with conv terms and for the backward op (test_contract: one custom op per
+forward call, no ATen op, and no device access).
 tests/gpu/test_triton_gpu.py checks the numbers and the launches on a GPU.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ triton = pytest.importorskip("triton")
 
 import hrnet_fast  # noqa: E402
 from hrnet_fast.triton import slots, tuning  # noqa: E402
-from fake_cuda import OpCounter, fake_cuda_mode  # noqa: E402
+from fake_cuda import OpCounter, fake_cuda  # noqa: E402,F401  (the fixture)
 from hrnet_fast.contract import saved_layout  # noqa: E402
 
 pytestmark = pytest.mark.skipif(tuning.INTERPRET, reason="checks the compiled configuration, not the interpreter's")
@@ -136,31 +137,6 @@ def test_axis_scales_are_atens(n_in, n_out):
 
 
 # ---- the fake path: one op, no device ----------------------------------------
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """Fake CUDA tensors, and a Triton backend that believes a device is there."""
-    if not hrnet_fast.build_info()["extension_loaded"]:
-        pytest.skip("the extension is not built: no value checks to run")
-    with fake_cuda_mode(monkeypatch) as mode:
-        yield mode
-
-
-def test_forward_dispatches_one_op_and_no_aten_op_on_fake_cuda(fake_cuda):
-    xs = [torch.randn(2, 8, 16, 16, device="cuda"), torch.randn(2, 8, 8, 8, device="cuda"),
-          torch.randn(2, 8, 4, 4, device="cuda")]
-    scales = [None, torch.rand(8, device="cuda"), torch.rand(8, device="cuda")]
-    shifts = [torch.rand(8, device="cuda"), None, torch.rand(8, device="cuda")]
-    with OpCounter() as counter:
-        y = hrnet_fast.exchange(xs, scales, shifts, backend="triton")
-    assert counter.ops == ["hrnet_fast.exchange_triton.default"]
-    assert y.device.type == "cuda" and tuple(y.shape) == (2, 8, 16, 16)
-    xs = [x.to(torch.bfloat16, memory_format=torch.channels_last) for x in xs]
-    with OpCounter() as counter:
-        y = hrnet_fast.exchange(xs, mode="bilinear", backend="triton")
-    assert counter.ops == ["hrnet_fast.exchange_triton.default"]
-    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
-
 
 def test_conv_terms_dispatch_one_op_on_fake_cuda(fake_cuda):
     x = torch.randn(2, 36, 8, 8, device="cuda").to(memory_format=torch.channels_last)

@@ -34,14 +34,16 @@ inline void axpy_channels(acc_t* __restrict acc, const acc_t* __restrict scale, 
 
 // dst[i] = act(shift + addend[i] + sum_k s_k[i] * x_k[i]) over M same-size
 // inputs read in one pass (M a compile-time count, so the k loop unrolls
-// inside the vector loop). Stride selects the scale: 0 for one scalar per
-// input (an NCHW plane), 1 for a per-element vector (a channels_last row);
-// the shift likewise. The addend (the interpolated inputs, already summed)
-// is there only when Add. dst is the output (act applied) or an accumulator
-// that interpolated inputs are added to afterwards (relu false).
+// inside the vector loop; M < 0: the run-time count m, for more than four
+// same-size inputs, not an HRNet shape). Stride selects the scale: 0 for
+// one scalar per input (an NCHW plane), 1 for a per-element vector (a
+// channels_last row); the shift likewise. The addend (the interpolated
+// inputs, already summed) is there only when Add. dst is the output (act
+// applied) or an accumulator that interpolated inputs are added to
+// afterwards (relu false).
 template <int M, int Stride, bool Add, typename acc_t, typename scalar_t, typename dst_t>
 inline void affine_sum(dst_t* __restrict dst, const acc_t* __restrict shift, const acc_t* __restrict addend,
-                       const acc_t* const* scale, const scalar_t* const* x, int64_t n, bool relu) {
+                       const acc_t* const* scale, const scalar_t* const* x, int64_t n, bool relu, int m = M) {
   const acc_t* __restrict s[M > 0 ? M : 1];
   const scalar_t* __restrict p[M > 0 ? M : 1];
   for (int k = 0; k < M; ++k) s[k] = scale[k], p[k] = x[k];
@@ -49,7 +51,11 @@ inline void affine_sum(dst_t* __restrict dst, const acc_t* __restrict shift, con
   for (int64_t i = 0; i < n; ++i) {
     acc_t v = shift[i * Stride];
     if constexpr (Add) v += addend[i];
-    for (int k = 0; k < M; ++k) v += s[k][i * Stride] * static_cast<acc_t>(p[k][i]);
+    if constexpr (M >= 0) {
+      for (int k = 0; k < M; ++k) v += s[k][i * Stride] * static_cast<acc_t>(p[k][i]);
+    } else {
+      for (int k = 0; k < m; ++k) v += scale[k][i * Stride] * static_cast<acc_t>(x[k][i]);
+    }
     if (relu) v = v < acc_t(0) ? acc_t(0) : v;
     dst[i] = static_cast<dst_t>(v);
   }
@@ -64,17 +70,7 @@ inline void affine_sum_m(dst_t* dst, const acc_t* shift, const acc_t* addend, co
     case 2: return affine_sum<2, Stride, Add>(dst, shift, addend, scale, x, n, relu);
     case 3: return affine_sum<3, Stride, Add>(dst, shift, addend, scale, x, n, relu);
     case 4: return affine_sum<4, Stride, Add>(dst, shift, addend, scale, x, n, relu);
-    default: break;
-  }
-  // More than four same-size inputs (not an HRNet shape): the same sum with
-  // a run-time inner loop.
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    acc_t v = shift[i * Stride];
-    if constexpr (Add) v += addend[i];
-    for (int k = 0; k < m; ++k) v += scale[k][i * Stride] * static_cast<acc_t>(x[k][i]);
-    if (relu) v = v < acc_t(0) ? acc_t(0) : v;
-    dst[i] = static_cast<dst_t>(v);
+    default: return affine_sum<-1, Stride, Add>(dst, shift, addend, scale, x, n, relu, m);
   }
 }
 

@@ -216,21 +216,24 @@ def exchange_bwd_rows_kernel(
         _main_band(grad_ptr, out_ptr, gm_ptr, psum_ptr, x0_ptr, s0_ptr, d0_ptr, x1_ptr, s1_ptr, d1_ptr,
                    x2_ptr, s2_ptr, d2_ptr, x3_ptr, s3_ptr, d3_ptr, band, n, oh0, c, cmask, H, W, RS,
                    C, D0, D1, D2, D3, CL, RELU, SHIFT, F64, I64, BLOCK_H, BLOCK_W, BLOCK_C)
-    if (D0 & 3) >= 2:
-        if role == 1:
-            _w_band(d0_ptr, grad_ptr, out_ptr, w0, sw0, n, oh0, c, cmask, H, W, C, D0, CL, ALIGN, RELU, F64, I64,
-                    BLOCK_H, BLOCK_W, BLOCK_C)
-    if (D1 & 3) >= 2:
-        if role == R1:
-            _w_band(d1_ptr, grad_ptr, out_ptr, w1, sw1, n, oh0, c, cmask, H, W, C, D1, CL, ALIGN, RELU, F64, I64,
-                    BLOCK_H, BLOCK_W, BLOCK_C)
-    if (D2 & 3) >= 2:
-        if role == R2:
-            _w_band(d2_ptr, grad_ptr, out_ptr, w2, sw2, n, oh0, c, cmask, H, W, C, D2, CL, ALIGN, RELU, F64, I64,
-                    BLOCK_H, BLOCK_W, BLOCK_C)
-    if (D3 & 3) >= 2:
-        if role == R3:
-            _w_band(d3_ptr, grad_ptr, out_ptr, w3, sw3, n, oh0, c, cmask, H, W, C, D3, CL, ALIGN, RELU, F64, I64,
+    band = (grad_ptr, out_ptr, n, oh0, c, cmask, H, W)
+    _w_role(role, 1, d0_ptr, w0, sw0, band, C, D0, CL, ALIGN, RELU, F64, I64, BLOCK_H, BLOCK_W, BLOCK_C)
+    _w_role(role, R1, d1_ptr, w1, sw1, band, C, D1, CL, ALIGN, RELU, F64, I64, BLOCK_H, BLOCK_W, BLOCK_C)
+    _w_role(role, R2, d2_ptr, w2, sw2, band, C, D2, CL, ALIGN, RELU, F64, I64, BLOCK_H, BLOCK_W, BLOCK_C)
+    _w_role(role, R3, d3_ptr, w3, sw3, band, C, D3, CL, ALIGN, RELU, F64, I64, BLOCK_H, BLOCK_W, BLOCK_C)
+
+
+@triton.jit
+def _w_role(role, R, t_ptr, w, sw, band, C: tl.constexpr, D: tl.constexpr, CL: tl.constexpr, ALIGN: tl.constexpr,
+            RELU: tl.constexpr, F64: tl.constexpr, I64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+            BLOCK_C: tl.constexpr):
+    """The W pass of an interpolated slot over the band, by the programs of
+    its role R (nothing for a same-size or unused slot); band: (grad_ptr,
+    out_ptr, n, oh0, c, cmask, H, W)."""
+    if (D & 3) >= 2:
+        if role == R:
+            grad_ptr, out_ptr, n, oh0, c, cmask, H, W = band
+            _w_band(t_ptr, grad_ptr, out_ptr, w, sw, n, oh0, c, cmask, H, W, C, D, CL, ALIGN, RELU, F64, I64,
                     BLOCK_H, BLOCK_W, BLOCK_C)
 
 

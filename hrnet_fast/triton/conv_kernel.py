@@ -68,18 +68,23 @@ def _exchange_terms(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, x1_ptr, s1_pt
     acc = _bias(acc, c0_ptr, co, comask)
     acc = _bias(acc, c1_ptr, co, comask)
     acc = _bias(acc, c2_ptr, co, comask)
-    if (D0 & 3) != 0:
-        v0 = gather_slot(x0_ptr, h0, w0, sh0, sw0, n, pix, oh, ow, co, mask, H, W, C, D0, ALIGN, False, I64)
-        acc = affine(acc, v0, s0_ptr, b0_ptr, co, comask, D0)
-    if (D1 & 3) != 0:
-        v1 = gather_slot(x1_ptr, h1, w1, sh1, sw1, n, pix, oh, ow, co, mask, H, W, C, D1, ALIGN, False, I64)
-        acc = affine(acc, v1, s1_ptr, b1_ptr, co, comask, D1)
-    if (D2 & 3) != 0:
-        v2 = gather_slot(x2_ptr, h2, w2, sh2, sw2, n, pix, oh, ow, co, mask, H, W, C, D2, ALIGN, False, I64)
-        acc = affine(acc, v2, s2_ptr, b2_ptr, co, comask, D2)
-    if (D3 & 3) != 0:
-        v3 = gather_slot(x3_ptr, h3, w3, sh3, sw3, n, pix, oh, ow, co, mask, H, W, C, D3, ALIGN, False, I64)
-        acc = affine(acc, v3, s3_ptr, b3_ptr, co, comask, D3)
+    tile = (n, pix, oh, ow, co, comask, mask, H, W)
+    acc = _slot_term(acc, x0_ptr, s0_ptr, b0_ptr, h0, w0, sh0, sw0, tile, C, D0, ALIGN, I64)
+    acc = _slot_term(acc, x1_ptr, s1_ptr, b1_ptr, h1, w1, sh1, sw1, tile, C, D1, ALIGN, I64)
+    acc = _slot_term(acc, x2_ptr, s2_ptr, b2_ptr, h2, w2, sh2, sw2, tile, C, D2, ALIGN, I64)
+    acc = _slot_term(acc, x3_ptr, s3_ptr, b3_ptr, h3, w3, sh3, sw3, tile, C, D3, ALIGN, I64)
+    return acc
+
+
+@triton.jit
+def _slot_term(acc, x_ptr, s_ptr, b_ptr, h, w, sh, sw, tile, C: tl.constexpr, D: tl.constexpr, ALIGN: tl.constexpr,
+               I64: tl.constexpr):
+    """acc + one exchange slot with its affine (nothing for an unused
+    slot); tile: the output tile's (n, pix, oh, ow, co, comask, mask, H, W)."""
+    if (D & 3) != 0:
+        n, pix, oh, ow, co, comask, mask, H, W = tile
+        v = gather_slot(x_ptr, h, w, sh, sw, n, pix, oh, ow, co, mask, H, W, C, D, ALIGN, False, I64)
+        acc = affine(acc, v, s_ptr, b_ptr, co, comask, D)
     return acc
 
 

@@ -21,26 +21,17 @@
 #include <vector>
 
 #include "emulate.h"
+#include "expect.h"
 
 namespace {
 
 using namespace hrnet_fast;
 using namespace hrnet_fast::cuda;
 
-int failures = 0;
+using hrnet_fast::testing::failures;
 int cases = 0;
 // Which kernel paths the cases reached: printed, and required below.
 std::set<std::string> reached;
-
-#define EXPECT(cond, ...)                              \
-  do {                                                 \
-    if (!(cond)) {                                     \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-      ++failures;                                      \
-    }                                                  \
-  } while (0)
 
 enum class Layout { NCHW, CL, Strided, Sliced };
 const char* layout_name(Layout l) {

@@ -9,23 +9,14 @@
 #include <vector>
 
 #include "exchange_plan.h"
+#include "expect.h"
 
 namespace {
 
 using namespace hrnet_fast;
 using namespace hrnet_fast::cuda;
 
-int failures = 0;
-
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-      ++failures;                                          \
-    }                                                      \
-  } while (0)
+using hrnet_fast::testing::failures;
 
 void test_divider() {
   std::mt19937 rng(7);

@@ -5,7 +5,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
-from exchange_cases import nearest_adjoint
+from exchange_cases import nearest_adjoint, saved_bytes
 
 
 def _grads(backend, xs, ss, bs, grad, **kw):
@@ -140,19 +140,6 @@ def test_backward_nearest_float64_follows_the_forward_sources():
     assert_close_nonzero(got[1], nearest_adjoint(x1, grad), rtol=1e-12, atol=1e-12)
 
 
-def _saved_bytes(fn):
-    """Bytes autograd keeps for fn()'s graph: distinct saved storages."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn()
-    return y, sum(storages.values())
-
-
 @pytest.mark.parametrize("relu", [True, False])
 def test_saves_what_the_backward_reads_as_eager_does(relu):
     # The output with a ReLU, the scaled input and its scale; not the
@@ -161,8 +148,8 @@ def test_saves_what_the_backward_reads_as_eager_does(relu):
     leaves = leaf_copies(xs)
     s1 = ss[1].clone().requires_grad_()
     kw = dict(mode="bilinear", relu=relu)
-    y, got = _saved_bytes(lambda: hrnet_fast.exchange(leaves, [None, s1, None], bs, backend="triton", **kw))
-    _, want = _saved_bytes(lambda: hrnet_fast.reference(leaves, [None, s1, None], bs, **kw))
+    y, got = saved_bytes(lambda: hrnet_fast.exchange(leaves, [None, s1, None], bs, backend="triton", **kw))
+    _, want = saved_bytes(lambda: hrnet_fast.reference(leaves, [None, s1, None], bs, **kw))
     assert got == want == (leaves[1].untyped_storage().nbytes() + s1.untyped_storage().nbytes()
                            + (y.untyped_storage().nbytes() if relu else 0))
 

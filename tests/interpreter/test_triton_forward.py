@@ -4,6 +4,7 @@ import torch
 
 import hrnet_fast
 from _cases import MODES, assert_close_nonzero, every_case, leaf_copies, make_inputs
+from exchange_cases import assert_nearest_like_interpolate
 
 
 def test_backend_available_under_interpreter():
@@ -119,8 +120,4 @@ def test_strided_affine_rows_and_conv_bias():
 @pytest.mark.parametrize("channels_last,c", [(False, 2), (True, 4)], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("source,size", [((45, 14), (129, 46)), ((14, 21), (46, 69))], ids=["large", "small"])
 def test_nearest_picks_the_sources_f_interpolate_picks(source, size, channels_last, c, dtype):
-    x = torch.randn(1, c, *source, dtype=dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = hrnet_fast.exchange([x], size=size, mode="nearest", relu=False, backend="triton")
-    assert torch.equal(y, torch.nn.functional.interpolate(x, size=size, mode="nearest"))
+    assert_nearest_like_interpolate("triton", source, size, c, channels_last, dtype)
