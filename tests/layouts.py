@@ -16,7 +16,10 @@ resize calls, so the key layout and every computation match.
 - mmseg 1.x HRModule: up-branches end in mmseg's own size-based `Upsample`,
   and forward resizes every up-branch to the branch size with `resize`;
 - mmpose HRModule (mmdet's is the same): nn.Upsample(scale_factor, mode);
-- this package's HighResolutionModule, nearest and bilinear.
+- this package's HighResolutionModule, nearest and bilinear;
+- mmpose's LiteHRNet: LiteHRModule ("LITE" and "NAIVE"), whose exchange
+  doubles row 0 in place and feeds that sum to every later row
+  (hrnet_fast.convert.layouts), and the whole LiteHRNet backbone, small.
 
 `LAYOUTS[name](channels)` builds one; `SIZES[name]` are branch sizes it
 accepts (odd ones wherever the layout allows them).
@@ -277,3 +280,352 @@ class MMBackbone(MMNorms, nn.Module):
             else:
                 x_list.append(y_list[i])
         return self.stage3(x_list)
+
+
+# Lite-HRNet, as mmpose's LiteHRNet backbone builds it (mmpose/models/backbones/litehrnet.py,
+# itself from the Lite-HRNet repository): the same module attributes (so the same state_dict
+# keys), layers, ReLU placement and inplace flags, and forwards that compute what mmpose's do,
+# the exchange's in-place row 0 included. mmcv's ConvModule and DepthwiseSeparableConvModule are
+# written out as MMConvModule / MMDepthwiseSeparable with mmcv's attribute names.
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: (n, g * c, h, w) -> channels regrouped as (c, g)."""
+    n, channels, h, w = x.shape
+    x = x.view(n, groups, channels // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(n, -1, h, w)
+
+
+class MMConvModule(nn.Module):
+    """mmcv's ConvModule: conv [-> norm `bn`] [-> `activate`]; the conv has a bias exactly when there
+    is no norm; ReLU runs in place, Sigmoid does not."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0, groups=1, norm=True, act="relu"):
+        super().__init__()
+        self.with_norm = norm
+        self.with_activation = act is not None
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, groups=groups, bias=not norm)
+        if norm:
+            self.norm_name = "bn"
+            self.add_module("bn", nn.BatchNorm2d(cout))
+        if act is not None:
+            self.activate = nn.ReLU(inplace=True) if act == "relu" else nn.Sigmoid()
+
+    @property
+    def norm(self):
+        return getattr(self, self.norm_name)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.with_norm:
+            x = self.norm(x)
+        if self.with_activation:
+            x = self.activate(x)
+        return x
+
+
+class MMDepthwiseSeparable(nn.Module):
+    """mmcv's DepthwiseSeparableConvModule as IterativeHead builds it: a depthwise 3x3 ConvModule
+    without activation, then a pointwise one with ReLU."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.depthwise_conv = MMConvModule(cin, cin, 3, 1, 1, groups=cin, act=None)
+        self.pointwise_conv = MMConvModule(cin, cout, 1)
+
+    def forward(self, x):
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class LiteSpatialWeighting(nn.Module):
+    """Global average -> 1x1 (ReLU) -> 1x1 (Sigmoid), no norm; multiplies its input."""
+
+    def __init__(self, channels, ratio=16):
+        super().__init__()
+        self.global_avgpool = nn.AdaptiveAvgPool2d(1)
+        self.conv1 = MMConvModule(channels, int(channels / ratio), 1, norm=False)
+        self.conv2 = MMConvModule(int(channels / ratio), channels, 1, norm=False, act="sigmoid")
+
+    def forward(self, x):
+        return x * self.conv2(self.conv1(self.global_avgpool(x)))
+
+
+class LiteCrossResolutionWeighting(nn.Module):
+    """Every branch pooled to the smallest one's size, concatenated, 1x1 (BN, ReLU) -> 1x1 (BN,
+    Sigmoid), split back; each branch multiplied by its part, nearest-resized to it."""
+
+    def __init__(self, channels, ratio=16):
+        super().__init__()
+        self.channels = channels
+        total = sum(channels)
+        self.conv1 = MMConvModule(total, int(total / ratio), 1)
+        self.conv2 = MMConvModule(int(total / ratio), total, 1, act="sigmoid")
+
+    def forward(self, x):
+        smallest = x[-1].shape[-2:]
+        pooled = [F.adaptive_avg_pool2d(t, smallest) for t in x[:-1]] + [x[-1]]
+        weights = torch.split(self.conv2(self.conv1(torch.cat(pooled, dim=1))), self.channels, dim=1)
+        return [t * F.interpolate(w, size=t.shape[-2:], mode="nearest") for t, w in zip(x, weights)]
+
+
+class LiteConditionalChannelWeighting(nn.Module):
+    """A LITE block on the whole branch list: each branch split in halves; the second halves
+    weighted across resolutions, depthwise 3x3 + BN, weighted spatially; the halves concatenated and
+    shuffled. `spatial_ratio` is mmpose's fixed 4; the tiny test layout lowers it, whose 2-channel
+    halves would otherwise get 0-channel convolutions."""
+
+    def __init__(self, in_channels, stride, reduce_ratio, spatial_ratio=4):
+        super().__init__()
+        self.with_cp = False
+        self.stride = stride
+        halves = [c // 2 for c in in_channels]
+        self.cross_resolution_weighting = LiteCrossResolutionWeighting(halves, ratio=reduce_ratio)
+        self.depthwise_convs = nn.ModuleList(MMConvModule(c, c, 3, stride, 1, groups=c, act=None) for c in halves)
+        self.spatial_weighting = nn.ModuleList(LiteSpatialWeighting(c, ratio=spatial_ratio) for c in halves)
+
+    def forward(self, x):
+        parts = [t.chunk(2, dim=1) for t in x]
+        kept = [p[0] for p in parts]
+        weighted = self.cross_resolution_weighting([p[1] for p in parts])
+        weighted = [conv(t) for t, conv in zip(weighted, self.depthwise_convs)]
+        weighted = [sw(t) for t, sw in zip(weighted, self.spatial_weighting)]
+        return [channel_shuffle(torch.cat([a, b], dim=1), 2) for a, b in zip(kept, weighted)]
+
+
+class LiteShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit (mmpose's ShuffleUnit): at stride 1 the second half goes through 1x1
+    (ReLU) -> depthwise 3x3 -> 1x1 (ReLU) and the halves are shuffled; at stride 2 both paths
+    downsample the whole input."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.stride = stride
+        self.with_cp = False
+        half = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(MMConvModule(cin, cin, 3, stride, 1, groups=cin, act=None),
+                                         MMConvModule(cin, half, 1))
+        self.branch2 = nn.Sequential(MMConvModule(cin if stride > 1 else half, half, 1),
+                                     MMConvModule(half, half, 3, stride, 1, groups=half, act=None),
+                                     MMConvModule(half, half, 1))
+
+    def forward(self, x):
+        if self.stride > 1:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        else:
+            a, b = x.chunk(2, dim=1)
+            out = torch.cat((a, self.branch2(b)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+def _lite_fuse_layers(channels: Sequence[int], rows: int) -> nn.ModuleList:
+    """Lite-HRNet's fuse layers: from a coarser branch 1x1 conv + BN + nearest upsample; from a
+    finer one a chain of (depthwise 3x3 stride 2 + BN, 1x1 + BN) links, ReLU in place after every
+    link but the last, whose 1x1 goes to the row's channels; None on the diagonal."""
+    fuse = []
+    for i in range(rows):
+        row = []
+        for j, cj in enumerate(channels):
+            if j > i:
+                row.append(nn.Sequential(nn.Conv2d(cj, channels[i], 1, bias=False), nn.BatchNorm2d(channels[i]),
+                                         nn.Upsample(scale_factor=2 ** (j - i), mode="nearest")))
+            elif j == i:
+                row.append(None)
+            else:
+                links = []
+                for k in range(i - j):
+                    last = k == i - j - 1
+                    cout = channels[i] if last else cj
+                    link = [nn.Conv2d(cj, cj, 3, 2, 1, groups=cj, bias=False), nn.BatchNorm2d(cj),
+                            nn.Conv2d(cj, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+                    links.append(nn.Sequential(*link) if last else nn.Sequential(*link, nn.ReLU(inplace=True)))
+                row.append(nn.Sequential(*links))
+        fuse.append(nn.ModuleList(row))
+    return nn.ModuleList(fuse)
+
+
+class LiteHRModule(nn.Module):
+    """mmpose's LiteHRModule: `layers` ("LITE": weighting blocks on the whole list; "NAIVE": a
+    Sequential of shuffle units per branch, written back into the caller's list), then, with_fuse,
+    its exchange (see its forward)."""
+
+    def __init__(self, num_branches, num_blocks, in_channels, reduce_ratio, module_type, multiscale_output=False,
+                 with_fuse=True, spatial_ratio=4):
+        super().__init__()
+        if num_branches != len(in_channels):
+            raise ValueError(f"NUM_BRANCHES({num_branches}) != NUM_INCHANNELS({len(in_channels)})")
+        self.in_channels = in_channels
+        self.num_branches = num_branches
+        self.module_type = module_type
+        self.multiscale_output = multiscale_output
+        self.with_fuse = with_fuse
+        self.norm_cfg = dict(type="BN")
+        self.conv_cfg = None
+        self.with_cp = False
+        if module_type.upper() == "LITE":
+            self.layers = nn.Sequential(*(LiteConditionalChannelWeighting(in_channels, 1, reduce_ratio, spatial_ratio)
+                                          for _ in range(num_blocks)))
+        elif module_type.upper() == "NAIVE":
+            self.layers = nn.ModuleList(nn.Sequential(*(LiteShuffleUnit(c, c) for _ in range(num_blocks)))
+                                        for c in in_channels)
+        else:
+            raise ValueError("module_type should be either 'LITE' or 'NAIVE'.")
+        if with_fuse:
+            self.fuse_layers = None if num_branches == 1 else \
+                _lite_fuse_layers(in_channels, num_branches if multiscale_output else 1)
+            self.relu = nn.ReLU()
+
+    def forward(self, x):
+        if self.num_branches == 1:
+            return [self.layers[0](x[0])]
+        if self.module_type.upper() == "LITE":
+            out = self.layers(x)
+        else:
+            for k in range(self.num_branches):
+                x[k] = self.layers[k](x[k])
+            out = x
+        if self.with_fuse:
+            fused = []
+            for i in range(len(self.fuse_layers)):
+                # Row 0 starts from out[0] itself: the j == 0 step doubles it in place, and out[0]
+                # then holds row 0's sum before its ReLU, which every later row reads (twice).
+                acc = out[0] if i == 0 else self.fuse_layers[i][0](out[0])
+                for j in range(self.num_branches):
+                    acc += out[j] if i == j else self.fuse_layers[i][j](out[j])
+                fused.append(self.relu(acc))
+            out = fused
+        if not self.multiscale_output:
+            out = [out[0]]
+        return out
+
+
+class LiteStem(nn.Module):
+    """Lite-HRNet's stem: 3x3 stride-2 conv, then a ShuffleNet-like stride-2 unit on its halves."""
+
+    def __init__(self, in_channels, stem_channels, out_channels, expand_ratio):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.with_cp = False
+        self.conv1 = MMConvModule(in_channels, stem_channels, 3, 2, 1)
+        mid = int(round(stem_channels * expand_ratio))
+        half = stem_channels // 2
+        grown = out_channels - half if stem_channels == out_channels else out_channels - stem_channels
+        self.branch1 = nn.Sequential(MMConvModule(half, half, 3, 2, 1, groups=half, act=None),
+                                     MMConvModule(half, grown, 1))
+        self.expand_conv = MMConvModule(half, mid, 1)
+        self.depthwise_conv = MMConvModule(mid, mid, 3, 2, 1, groups=mid, act=None)
+        self.linear_conv = MMConvModule(mid, half if stem_channels == out_channels else stem_channels, 1)
+
+    def forward(self, x):
+        a, b = self.conv1(x).chunk(2, dim=1)
+        b = self.linear_conv(self.depthwise_conv(self.expand_conv(b)))
+        return channel_shuffle(torch.cat((self.branch1(a), b), dim=1), 2)
+
+
+class LiteIterativeHead(nn.Module):
+    """From the coarsest branch up: each branch plus the previous result bilinearly resized to it
+    (align_corners=True), through a depthwise-separable conv to the next finer branch's channels."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.in_channels = in_channels[::-1]
+        c = self.in_channels
+        self.projects = nn.ModuleList(MMDepthwiseSeparable(c[k], c[k + 1] if k + 1 < len(c) else c[k])
+                                      for k in range(len(c)))
+
+    def forward(self, x):
+        ys, last = [], None
+        for k, t in enumerate(x[::-1]):
+            if last is not None:
+                t = t + F.interpolate(last, size=t.shape[-2:], mode="bilinear", align_corners=True)
+            last = self.projects[k](t)
+            ys.append(last)
+        return ys[::-1]
+
+
+def _lite_transition(before: Sequence[int], after: Sequence[int]) -> nn.ModuleList:
+    """Lite-HRNet's transitions: a depthwise-separable 3x3 + ReLU where a kept branch changes width
+    (None where it does not); for each new branch a chain of stride-2 ones from the last branch."""
+    layers = []
+    for i, cout in enumerate(after):
+        if i < len(before):
+            cin = before[i]
+            layers.append(None if cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()))
+            continue
+        links = []
+        for k in range(i + 1 - len(before)):
+            cin = before[-1]
+            out = cout if k == i - len(before) else cin
+            links.append(nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                       nn.Conv2d(cin, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()))
+        layers.append(nn.Sequential(*links))
+    return nn.ModuleList(layers)
+
+
+LITE_EXTRA = dict(
+    stem=dict(stem_channels=16, out_channels=16, expand_ratio=1),
+    num_stages=3,
+    stages_spec=dict(num_modules=(2, 1, 1), num_branches=(2, 3, 4), num_blocks=(1, 1, 1),
+                     module_type=("LITE", "NAIVE", "LITE"), with_fuse=(True, True, True), reduce_ratios=(8, 8, 8),
+                     num_channels=((16, 32), (16, 32, 64), (16, 32, 64, 128))),
+    with_head=True)
+
+
+class LiteHRNet(nn.Module):
+    """mmpose's LiteHRNet backbone: stem, then per stage `transition{i}` and `stage{i}` (a
+    Sequential of multiscale LiteHRModules), the iterative head; returns [the finest output]."""
+
+    def __init__(self, extra=LITE_EXTRA, in_channels=3, norm_eval=False):
+        super().__init__()
+        self.extra = extra
+        self.norm_eval = norm_eval
+        self.with_cp = False
+        self.stem = LiteStem(in_channels, **extra["stem"])
+        self.num_stages = extra["num_stages"]
+        self.stages_spec = spec = extra["stages_spec"]
+        widths = [self.stem.out_channels]
+        for i in range(self.num_stages):
+            channels = list(spec["num_channels"][i])
+            setattr(self, f"transition{i}", _lite_transition(widths, channels))
+            modules = [LiteHRModule(spec["num_branches"][i], spec["num_blocks"][i], channels, spec["reduce_ratios"][i],
+                                    spec["module_type"][i], multiscale_output=True, with_fuse=spec["with_fuse"][i])
+                       for _ in range(spec["num_modules"][i])]
+            setattr(self, f"stage{i}", nn.Sequential(*modules))
+            widths = channels
+        self.with_head = extra["with_head"]
+        if self.with_head:
+            self.head_layer = LiteIterativeHead(widths)
+
+    def forward(self, x):
+        ys = [self.stem(x)]
+        for i in range(self.num_stages):
+            transition = getattr(self, f"transition{i}")
+            xs = []
+            for j in range(self.stages_spec["num_branches"][i]):
+                if transition[j]:
+                    xs.append(transition[j](ys[-1] if j >= len(ys) else ys[j]))
+                else:
+                    xs.append(ys[j])
+            ys = getattr(self, f"stage{i}")(xs)
+        if self.with_head:
+            ys = self.head_layer(ys)
+        return [ys[0]]
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+
+def lite_module(channels: Sequence[int], module_type: str = "LITE", multiscale_output: bool = True) -> nn.Module:
+    """One LiteHRModule of a block per branch over `channels` (reduce ratio 8, as mmpose's configs)."""
+    return LiteHRModule(len(channels), 1, list(channels), 8, module_type, multiscale_output=multiscale_output,
+                        spatial_ratio=1 if min(channels) < 8 else 4)
+
+
+LAYOUTS.update(lite=lite_module, lite_naive=lambda c: lite_module(c, "NAIVE"))
+SIZES.update(lite=_HALVES, lite_naive=_HALVES)

@@ -6,12 +6,14 @@ Recognised: any module with `branches`, `num_branches` > 1 and `fuse_layers`
 (a ModuleList of ModuleLists) -- timm's HighResolutionModule, this package's
 models, the official HRNet repositories (segmentation: both the HRNet-OCR and
 pytorch-v1.1 branches; pose; classification) and mmseg / mmpose / mmdet's
-HRModule.
+HRModule -- and Lite-HRNet's LiteHRModule (mmpose's LiteHRNet backbone and
+the Lite-HRNet repository), told by `layers`, `module_type` ("LITE" or
+"NAIVE") and `with_fuse` in place of `branches`.
 
 How a layout resizes the coarse branches, read from the module itself:
 - an upsampling module ending each coarse fuse layer: nn.Upsample (timm,
-  pose, mmpose) or a module with `size` / `scale_factor`, `mode` and
-  `align_corners` that resizes by F.interpolate (mmseg's Upsample);
+  pose, mmpose, Lite-HRNet) or a module with `size` / `scale_factor`, `mode`
+  and `align_corners` that resizes by F.interpolate (mmseg's Upsample);
 - an F.interpolate / resize call in the module's forward (the official
   segmentation repository, mmseg), its mode and align_corners read from the
   call: literals, `self.<attr>`, or a global of the module's source file
@@ -23,6 +25,43 @@ A layout may also say itself how it runs, as this package's models do:
 read instead of the forward's source) and `writes_branches_back` (False
 when forward does not write the branch outputs back into the caller's list,
 as timm and the official repositories do).
+
+Lite-HRNet's exchange is not HRNet's. Its forward starts row 0's sum from the
+branch output out[0] itself and then adds out[0] again, in place, so that
+row 0 is relu(2 x_0 + sum_j>0 up_j(x_j)) and out[0] is left holding that
+sum before its ReLU, s_0; every later row i starts from
+fuse_layers[i][0](s_0) and adds it once more in its loop from j = 0:
+
+    s_0 = 2 x_0 + sum_{j>0} fuse_layers[0][j](x_j)      (in place in out[0])
+    y_0 = relu(s_0)
+    y_i = relu(2 fuse_layers[i][0](s_0) + x_i + sum_{j>0, j!=i} fuse_layers[i][j](x_j))
+
+A converted LiteHRModule computes exactly that: outputs, gradients and
+running statistics (fuse_layers[i][0] runs twice per row, so its BatchNorms
+update twice, as in the source). The exchange call cannot hand out a row's
+sum before its ReLU, and the eval program runs as one C++ call only when no
+summand runs as a module, which the depthwise-separable down chains (not
+HRNet's conv + BN links) would. So the module's branch step (`branches`: a
+LiteBranchStep, an unregistered instance attribute set when its terms are
+read; state_dict, parameters and named_modules are unchanged) runs, as the
+source runs them, as modules:
+
+- `layers`: "LITE" on the whole list, a new list; "NAIVE" per branch,
+  written back into the caller's list;
+- row 0's sum s_0, made in place in out[0] (a caller's list sees what it
+  sees unconverted);
+- every down chain fuse_layers[i][j], j < i, of the later rows; the one
+  from branch 0 on s_0, twice per row;
+
+and the FusedExchange takes [s_0, x_1, ..., x_{n-1}, those chains' outputs]:
+row 0 is relu(s_0); every later row is one fused call summing the chains'
+outputs and x_i as identity inputs and the coarser branches as folded up
+terms (1x1 conv + BN + nearest upsample: the op resizes). Only the modules'
+call order differs from the source's (the down chains run before the up
+terms). A LiteHRModule with one branch or with_fuse=False has no exchange
+and is left alone; with multiscale_output=False its one row is row 0.
+`optimize` runs a LiteHRModule as it is (its branch step is not a list of
+per-branch modules) and says so in its report.
 """
 from __future__ import annotations
 
@@ -42,12 +81,23 @@ from .terms import DownTerm, IdentityTerm, OpaqueTerm, Term, UpTerm, Upsample
 _RESIZE_CALLS = ("interpolate", "resize", "upsample")
 
 
-def is_hr_module(m: nn.Module) -> bool:
+def _has_exchange(m: nn.Module) -> bool:
     fuse = getattr(m, "fuse_layers", None)
     num = getattr(m, "num_branches", None)
     return (isinstance(fuse, nn.ModuleList) and isinstance(num, int) and num > 1
-            and isinstance(getattr(m, "branches", None), nn.ModuleList)
             and all(isinstance(row, nn.ModuleList) for row in fuse))
+
+
+def is_lite_module(m: nn.Module) -> bool:
+    """A Lite-HRNet LiteHRModule with an exchange: `layers`, `module_type`
+    "LITE" / "NAIVE", `with_fuse` and fuse layers over two or more branches."""
+    kind = getattr(m, "module_type", None)
+    return (isinstance(kind, str) and kind.upper() in ("LITE", "NAIVE") and bool(getattr(m, "with_fuse", False))
+            and isinstance(getattr(m, "layers", None), (nn.Sequential, nn.ModuleList)) and _has_exchange(m))
+
+
+def is_hr_module(m: nn.Module) -> bool:
+    return _has_exchange(m) and (isinstance(getattr(m, "branches", None), nn.ModuleList) or is_lite_module(m))
 
 
 def _pair(v) -> Tuple[float, float]:
@@ -123,15 +173,56 @@ def forward_resize(m: nn.Module) -> Optional[Tuple[Optional[str], Optional[bool]
 
 def writes_branches_back(m: nn.Module) -> bool:
     """Whether `m`'s forward writes its branch outputs back into the list it
-    was given (timm, the official repositories, mmseg / mmpose)."""
+    was given (timm, the official repositories, mmseg / mmpose; Lite-HRNet's
+    "NAIVE" modules, not its "LITE" ones)."""
+    if is_lite_module(m):
+        return m.module_type.upper() == "NAIVE"
     return getattr(m, "writes_branches_back", True) is not False
+
+
+class LiteBranchStep:
+    """A converted LiteHRModule's `branches`: its `layers`, row 0's sum
+    before the ReLU (in place in out[0]) and the later rows' down chains,
+    each as its forward runs them; returns [s_0, x_1, ..., x_{n-1}, the
+    chains' outputs in `downs` order], what its FusedExchange takes (see the
+    module doc). Not a list of per-branch modules: iterating it raises
+    ValueError (so `optimize` runs the module as it is)."""
+
+    def __init__(self, host: nn.Module, downs: List[Tuple[int, int]]):
+        self.host = host
+        self.downs = downs  # (row, branch) of each chain output, in order
+
+    def __iter__(self):
+        raise ValueError(f"{type(self.host).__name__} (Lite-HRNet) computes its branches, row 0's sum and its "
+                         f"down chains in one step, not as a list of per-branch modules")
+
+    def __call__(self, x: List[Tensor]) -> List[Tensor]:
+        host = self.host
+        n = host.num_branches
+        if host.module_type.upper() == "LITE":
+            out = host.layers(x)
+        else:
+            layers = host.layers
+            for k in range(n):
+                x[k] = layers[k](x[k])
+            out = x
+        fuse = host.fuse_layers
+        s0 = out[0]
+        s0 += s0  # the source's `y = out[0]; y += out[0]`: twice x_0, in place
+        for j in range(1, n):
+            s0 += fuse[0][j](out[j])
+        # out[0] is s_0 now, as the source's later rows read it
+        return [*out[:n], *(fuse[i][j](out[j]) for i, j in self.downs)]
 
 
 def run_branches(branches: nn.ModuleList, x: List[Tensor], writes_back: bool) -> List[Tensor]:
     """The branch outputs an HRNet module's exchange takes, computed as its
     forward computes them: written back into the caller's list where the
     source does that; list entries past the last branch are left alone, as
-    the source leaves them."""
+    the source leaves them. A Lite-HRNet module's LiteBranchStep runs as
+    itself."""
+    if isinstance(branches, LiteBranchStep):
+        return branches(x)
     if writes_back:
         for i, branch in enumerate(branches):
             x[i] = branch(x[i])
@@ -235,4 +326,28 @@ def read_terms(m: nn.Module, mode: Optional[str] = None, align_corners: Optional
         rows.append(terms)
     if chosen is None:
         chosen = host_mode or (mode or "nearest", bool(align_corners))
+    if is_lite_module(m):
+        rows = _lite_rows(m, rows)
     return rows, chosen
+
+
+def _lite_rows(m: nn.Module, rows: List[List[Term]]) -> List[List[Term]]:
+    """A LiteHRModule's rows over [s_0, x_1, ..., down chain outputs] (see
+    the module doc): row 0 is s_0 alone (its other summands are in s_0
+    already); a later row's down chains are identity inputs (the branch
+    step computes them: fuse_layers[i][0] twice), its coarser branches stay
+    as read. Sets the module's branch step."""
+    n = m.num_branches
+    downs: List[Tuple[int, int]] = []
+    lite = [[t for t in rows[0] if isinstance(t, IdentityTerm)]]
+    for i, row in enumerate(rows[1:], 1):
+        terms: List[Term] = []
+        for t in (row[0], *row):  # the source adds fuse_layers[i][0](s_0) twice
+            if t.j < i:
+                downs.append((i, t.j))
+                terms.append(IdentityTerm(i, n + len(downs) - 1, None))
+            else:
+                terms.append(t)
+        lite.append(terms)
+    m.__dict__["branches"] = LiteBranchStep(m, downs)
+    return lite
