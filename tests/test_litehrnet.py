@@ -204,9 +204,6 @@ def test_optimize_runs_lite_modules_as_they_are():
     assert sum("exchange not fused" in line and "Lite-HRNet" in line for line in opt.report.unrecognised) == 4
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="optimize's private copy is `deepcopy(model).eval()`, and mmpose's LiteHRNet (like other "
-                          "mmcv-era backbones) overrides train() without returning self")
 def test_optimize_takes_a_model_whose_train_returns_none():
     hrnet_fast.optimize(_model(train=False), torch.randn(1, 3, 64, 64, dtype=torch.float64))
 

@@ -177,7 +177,8 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
         ) -> Dict[str, Any]:
     """Measure every variant (module doc); the report as a JSON-ready dict."""
     torch.manual_seed(0)
-    base = build(model).to(device).train()
+    base = build(model).to(device)
+    base.train()  # mmcv-era train() overrides return None
     x = torch.randn(batch, 3, *size, device=device)
     rows: Dict[str, Row] = {}
     steps: Dict[str, Callable[[], Any]] = {}
@@ -189,7 +190,8 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
     for name in variants:
         row = rows[name] = Row(name)
         try:
-            m = _variant(name, base).train()
+            m = _variant(name, base)
+            m.train()
             t0 = time.perf_counter()
             step = _step(m, x)
             step()  # compiles, for compile

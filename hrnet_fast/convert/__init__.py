@@ -111,7 +111,7 @@ def convert(model: nn.Module, mode: Optional[str] = None, align_corners: Optiona
         m.forward = HostForward(m, writes_branches_back(m))
     if not hosts:
         raise ValueError(f"hrnet_fast.convert: {type(model).__name__} contains no HRNet module (a module with "
-                         f"branches, num_branches > 1 and fuse_layers); nothing to convert")
+                         f"branches or Lite-HRNet's layers, num_branches > 1 and fuse_layers); nothing to convert")
     install_memory(model, hosts, memory)
     return model
 

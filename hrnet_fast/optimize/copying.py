@@ -24,4 +24,5 @@ def private_copy(model: nn.Module) -> nn.Module:
     for b in model.buffers():
         memo[id(b)] = b.detach()
     twin = copy.deepcopy(model, memo)
-    return twin.eval()
+    twin.eval()  # not `return twin.eval()`: mmcv-era train() overrides return None
+    return twin
