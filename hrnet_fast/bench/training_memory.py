@@ -10,8 +10,9 @@ compile (torch.compile of the unconverted model) -- from identical weights:
   figure on any device), and of those the activations (without the
   parameters every variant saves alike);
 - peak MiB: the most memory a whole step (forward, loss, backward, SGD
-  step) allocates beyond what existed before it: torch.profiler's memory
-  timeline on the CPU, torch.cuda.max_memory_allocated on a GPU;
+  step) allocates beyond what existed before it: the running sum of
+  torch.profiler's allocation events on the CPU,
+  torch.cuda.max_memory_allocated on a GPU;
 - step ms: the median of paired rounds (every variant once per round, in
   rotating order: hrnet_fast.bench.timing);
 - the largest batch that fits `--budget-mib`: the peak measured at batch 1
@@ -116,17 +117,24 @@ def peak_mib(step: Callable[[], Any], device: str) -> float:
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    # The allocation events of the profiler's event tree, in time order
+    # (what prof._memory_profile() reads too, without the stacks and shapes
+    # it needs, which cost gigabytes on a compiled model's step).
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
+    sizes: List[Tuple[int, int]] = []
+    todo = list(prof.profiler.kineto_results.experimental_event_tree())
+    while todo:
+        e = todo.pop()
+        if e.tag == _EventType.Allocation:
+            sizes.append((e.start_time_ns, e.extra_fields.alloc_size))
+        todo.extend(e.children)
     current = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            current += size
-        elif action == Action.DESTROY:
-            current -= size
+    for _, size in sorted(sizes):
+        current += size
         peak = max(peak, current)
     return peak / 2 ** 20
 
@@ -198,10 +206,13 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
             log(f"{name}: first step {time.perf_counter() - t0:.1f} s")
             row.saved_mib, row.activations_mib = saved_mib(m, x)
             for b in (1, 2):
-                xb = torch.randn(b, 3, *size, device=device)
+                xb = x if b == batch else torch.randn(b, 3, *size, device=device)
                 row.peaks[b] = peak_mib(_step(m, xb), device)
-            row.peak_mib = peak_mib(step, device)
+            row.peak_mib = row.peaks[batch] if batch in row.peaks else peak_mib(step, device)
             row.grad_error = _grad_error(m, truth, x)
+            log(f"{name}: saved {row.saved_mib:.1f} MiB ({row.activations_mib:.1f} activations), peak "
+                f"{row.peak_mib:.1f} MiB (batch 1: {row.peaks[1]:.1f}, 2: {row.peaks[2]:.1f}), grad error "
+                f"{row.grad_error:.1e}")
             steps[name] = step
         except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the others go on
             row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
