@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     m.add_argument("--variants", default=",".join(_training_variants()), metavar="LIST",
                    help=f"comma-separated, of {', '.join(_training_variants())}")
+    m.add_argument("--autocast", choices=("bfloat16", "float16"), help="run the steps under torch.autocast "
+                   "in this dtype (weights stay float32)")
+    m.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     m.add_argument("--rounds", type=_positive, default=3, metavar="N", help="timed paired rounds (default 3)")
     m.add_argument("--budget-mib", type=float, default=24 * 1024, metavar="MIB",
                    help="memory budget for the largest-batch column (default 24576)")
@@ -166,7 +169,9 @@ def memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     quiet_toolkit_notice()
     report = training_memory.run(args.model, args.size, args.batch, variants, args.rounds, args.device,
-                                 args.budget_mib, log=lambda s: print(f"hrnet-fast memory: {s}", file=sys.stderr))
+                                 args.budget_mib, log=lambda s: print(f"hrnet-fast memory: {s}", file=sys.stderr),
+                                 autocast=getattr(training_memory.torch, args.autocast) if args.autocast else None,
+                                 channels_last=args.channels_last)
     print(training_memory.table(report))
     if args.json:
         with open(args.json, "w") as f:

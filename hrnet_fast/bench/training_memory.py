@@ -139,15 +139,29 @@ def peak_mib(step: Callable[[], Any], device: str) -> float:
     return peak / 2 ** 20
 
 
-def _variant(name: str, base: nn.Module) -> nn.Module:
+class Autocast(nn.Module):
+    """`model` run under torch.autocast(device, dtype): its parameters, its
+    state_dict under `model.`."""
+
+    def __init__(self, model: nn.Module, device: str, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.device, self.dtype = model, device, dtype
+
+    def forward(self, x: Tensor) -> Any:
+        with torch.autocast(self.device, dtype=self.dtype):
+            return self.model(x)
+
+
+def _variant(name: str, base: nn.Module, autocast: Optional[torch.dtype] = None) -> nn.Module:
     import hrnet_fast
 
     model = copy.deepcopy(base)
-    if name == "eager":
-        return model
     if name == "compile":
-        return torch.compile(model)
-    return hrnet_fast.convert(model, memory={"fused": None, "lean": "lean", "checkpoint": "checkpoint"}[name])
+        model = torch.compile(model)
+    elif name != "eager":
+        model = hrnet_fast.convert(model, memory={"fused": None, "lean": "lean", "checkpoint": "checkpoint"}[name])
+    device = next(base.parameters()).device.type
+    return model if autocast is None else Autocast(model, device, autocast)
 
 
 def _step(model: nn.Module, x: Tensor) -> Callable[[], Any]:
@@ -181,13 +195,15 @@ def _grad_error(model: nn.Module, truth: Tensor, x: Tensor) -> float:
 
 
 def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] = VARIANTS, rounds: int = 3,
-        device: str = "cpu", budget_mib: Optional[float] = None, log: Callable[[str], None] = print
-        ) -> Dict[str, Any]:
+        device: str = "cpu", budget_mib: Optional[float] = None, log: Callable[[str], None] = print,
+        autocast: Optional[torch.dtype] = None, channels_last: bool = False) -> Dict[str, Any]:
     """Measure every variant (module doc); the report as a JSON-ready dict."""
     torch.manual_seed(0)
     base = build(model).to(device)
     base.train()  # mmcv-era train() overrides return None
-    x = torch.randn(batch, 3, *size, device=device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    base.to(memory_format=fmt)
+    x = torch.randn(batch, 3, *size, device=device).contiguous(memory_format=fmt)
     rows: Dict[str, Row] = {}
     steps: Dict[str, Callable[[], Any]] = {}
     # float32 gradients of a deep network with batch statistics are only
@@ -198,7 +214,7 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
     for name in variants:
         row = rows[name] = Row(name)
         try:
-            m = _variant(name, base)
+            m = _variant(name, base, autocast)
             m.train()
             t0 = time.perf_counter()
             step = _step(m, x)
@@ -206,7 +222,7 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
             log(f"{name}: first step {time.perf_counter() - t0:.1f} s")
             row.saved_mib, row.activations_mib = saved_mib(m, x)
             for b in (1, 2):
-                xb = x if b == batch else torch.randn(b, 3, *size, device=device)
+                xb = x if b == batch else torch.randn(b, 3, *size, device=device).contiguous(memory_format=fmt)
                 row.peaks[b] = peak_mib(_step(m, xb), device)
             row.peak_mib = row.peaks[batch] if batch in row.peaks else peak_mib(step, device)
             row.grad_error = _grad_error(m, truth, x)
@@ -232,7 +248,8 @@ def run(model: str, size: Tuple[int, int], batch: int, variants: Sequence[str] =
                 if per_image > 0:
                     row.max_batch = max(int((budget_mib - fixed) // per_image), 0)
     return {"model": model, "size": list(size), "batch": batch, "device": device_name(device),
-            "torch": torch.__version__, "rounds": rounds, "budget_mib": budget_mib,
+            "dtype": f"float32, {str(autocast).replace('torch.', '')} autocast" if autocast else "float32",
+            "channels_last": channels_last, "torch": torch.__version__, "rounds": rounds, "budget_mib": budget_mib,
             "rows": [vars(r) for r in rows.values()]}
 
 
@@ -241,7 +258,9 @@ def table(report: Dict[str, Any]) -> str:
     rows = report["rows"]
     eager = next((r for r in rows if r["variant"] == "eager"), None)
     lines = [f"{report['model']} {report['batch']}x3x{report['size'][0]}x{report['size'][1]}, "
-             f"{report['device']}, torch {report['torch']}, {report['rounds']} paired rounds",
+             f"{report['device']}, {report.get('dtype', 'float32')}"
+             f"{', channels_last' if report.get('channels_last') else ''}, torch {report['torch']}, "
+             f"{report['rounds']} paired rounds",
              "",
              "| variant | saved MiB | x eager | activations MiB | peak MiB | x eager | step ms | x eager | "
              f"max batch in {report['budget_mib']} MiB | grad error |",
