@@ -14,16 +14,13 @@ import torch.nn as nn
 
 import hrnet_fast
 from hrnet_fast.convert.layouts import is_hr_module
-from layouts import CHANNELS, SIZES, LiteHRModule, LiteHRNet, lite_module
+from layouts import CHANNELS, LITE_EXTRA, SIZES, LiteHRModule, LiteHRNet, lite_module
 from test_convert_common import loss_of, randomize_bn
 
-EXTRA_NAIVE = dict(
-    stem=dict(stem_channels=16, out_channels=16, expand_ratio=1),
-    num_stages=3,
-    stages_spec=dict(num_modules=(1, 1, 1), num_branches=(2, 3, 4), num_blocks=(1, 1, 1),
-                     module_type=("NAIVE", "NAIVE", "NAIVE"), with_fuse=(True, True, True), reduce_ratios=(8, 8, 8),
-                     num_channels=((16, 32), (16, 32, 64), (16, 32, 64, 128))),
-    with_head=False)
+# The registry's configuration with every stage NAIVE, one module each, no head.
+EXTRA_NAIVE = {**LITE_EXTRA, "with_head": False,
+               "stages_spec": {**LITE_EXTRA["stages_spec"], "num_modules": (1, 1, 1),
+                               "module_type": ("NAIVE", "NAIVE", "NAIVE")}}
 
 
 def _model(extra=None, train: bool = True) -> nn.Module:
