@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from . import timing
 from .models import randomize_batchnorm, user_factory
-from .runner import device_name
+from .runner import device_name, loss_of
 
 VARIANTS = ("eager", "fused", "lean", "checkpoint", "compile")
 
@@ -74,18 +74,6 @@ def build(name: str) -> nn.Module:
         model = models.create(arch, head)
     randomize_batchnorm(model)
     return model
-
-
-def _tensors(out: Any) -> List[Tensor]:
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [t for v in out for t in _tensors(v)] if isinstance(out, (list, tuple)) else []
-
-
-def loss_of(out: Any) -> Tensor:
-    return sum(t.float().square().mean() for t in _tensors(out))
 
 
 def saved_mib(model: nn.Module, x: Tensor) -> Tuple[float, float]:
