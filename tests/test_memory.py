@@ -305,3 +305,49 @@ def test_lean_and_checkpoint_lower_the_step_peak():
             m.zero_grad(set_to_none=True)
         peaks[memory] = peak_mib(step, "cpu") - grads
     assert peaks["lean"] < 0.7 * peaks[None] and peaks["checkpoint"] < 0.8 * peaks[None], peaks
+
+
+class _ResidualUnit(nn.Module):
+    """conv -> BN -> add (in place) -> ReLU -> conv, as a BasicBlock ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.out = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        y += x
+        return self.out(torch.relu(y))
+
+
+def test_lean_recomputes_a_unit_in_one_tensor():
+    # Backward rebuilds relu(bn(c) + x) for the last conv: the affine
+    # allocates one tensor and the add and the ReLU write over it (the
+    # values nothing else reads), with eager's gradients.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hrnet_fast.memory.mode import LeanMode
+    from hrnet_fast.memory.recipes import Session
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    ref = randomize_bn(_ResidualUnit()).double()
+    lean = copy.deepcopy(ref)
+    x = torch.randn(2, 4, 9, 7, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    with Session() as session, LeanMode(session):
+        out = lean(x2 * 1.5)
+    loss_of(ref(x * 1.5)).backward()
+    with Ops() as ops:
+        loss_of(out).backward()
+    assert ops.seen.count("addcmul") == 1 and ops.seen.count("add_") == 1 and ops.seen.count("relu_") == 1, ops.seen
+    assert "relu" not in ops.seen and "clamp_min" not in ops.seen, ops.seen
+    _assert_grads(ref, lean, 1e-10, x, x2)

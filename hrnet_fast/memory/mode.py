@@ -52,7 +52,8 @@ def affine(c: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Te
     alpha = invstd if weight is None else invstd * weight.to(invstd.dtype)
     beta = -mean * alpha if bias is None else bias.to(invstd.dtype) - mean * alpha
     shape = (1, -1) + (1,) * (c.dim() - 2)
-    return (c.to(alpha.dtype) * alpha.view(shape) + beta.view(shape)).to(dtype)
+    # one pass, c * alpha + beta rounded as the two ops round it
+    return torch.addcmul(beta.view(shape), c.to(alpha.dtype), alpha.view(shape)).to(dtype)
 
 
 class BatchNormReplay(torch.autograd.Function):
@@ -110,10 +111,35 @@ _RULES: Dict[Callable, Callable] = {
 }
 
 
+def _add_into(a: Tensor, b: Any, alpha: Any = 1) -> Tensor:
+    """torch.add(a, b, alpha=alpha), written over `a` where that is the same
+    tensor (b broadcasts to a, and the sum keeps a's dtype)."""
+    if isinstance(b, Tensor) and (torch.result_type(a, b) != a.dtype
+                                  or torch.broadcast_shapes(a.shape, b.shape) != a.shape):
+        return torch.add(a, b, alpha=alpha)
+    return a.add_(b, alpha=alpha)
+
+
+# Recipes whose value may be computed over their first argument's fresh value
+# (Recipe.into), and the functions that never return an alias of an input.
+_INTO: Dict[Callable, Callable] = {torch.relu: torch.relu_, torch.add: _add_into}
+_FRESH = (torch.relu, torch.add, affine)
+
+
 def _exchange_op():
     from .._ext import extension
 
     return torch.ops.hrnet_fast.exchange.default if extension() is not None else None
+
+
+def _ref(session: Session, v: Any, target: Optional[Tensor], before: Optional[int]) -> Any:
+    """`v` with every tensor in it replaced by what a recipe reads for it
+    (`target`, an in-place op's input, at its version `before` the op)."""
+    if isinstance(v, Tensor):
+        return session.ref(v, before if v is target else None)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_ref(session, u, target, before) for u in v)
+    return v
 
 
 class LeanMode(TorchFunctionMode):
@@ -163,7 +189,8 @@ class LeanMode(TorchFunctionMode):
         if isinstance(out, Tensor) and out.requires_grad and out.is_floating_point():
             refs = self._refs(pure_args, target, before)
             if refs is not None:
-                session.register(out, Recipe(pure, refs, self._refs_kw(pure_kwargs), out))
+                session.register(out, Recipe(pure, refs, self._refs_kw(pure_kwargs), out, into=_INTO.get(pure),
+                                             fresh=pure in _FRESH))
         if session.depth == 0:
             session.resolve()
         return out
@@ -171,16 +198,7 @@ class LeanMode(TorchFunctionMode):
     def _refs(self, args: tuple, target: Optional[Tensor], before: Optional[int]):
         """The recipe's arguments: None when an in-place op's input had no
         recipe (its old value is gone)."""
-        session = self.session
-
-        def ref(v):
-            if isinstance(v, Tensor):
-                return session.ref(v, before if v is target else None)
-            if isinstance(v, (list, tuple)):
-                return type(v)(ref(u) for u in v)
-            return v
-
-        refs = ref(args)
+        refs = _ref(self.session, args, target, before)
         if target is not None and not isinstance(refs[0], Recipe):
             return None
         return refs
@@ -199,7 +217,7 @@ class LeanMode(TorchFunctionMode):
                     mean, invstd = running_mean.clone(), torch.rsqrt(running_var + eps)
                 recipe = Recipe(affine, (session.ref(input), session.ref(weight) if weight is not None else None,
                                          session.ref(bias) if bias is not None else None, session.ref(mean),
-                                         session.ref(invstd), input.dtype), {}, out)
+                                         session.ref(invstd), input.dtype), {}, out, fresh=True)
                 session.register(out, recipe)
             return out
         F._verify_batch_size(input.size())
@@ -224,7 +242,7 @@ class LeanMode(TorchFunctionMode):
         if session is not None and out.requires_grad:
             recipe = Recipe(affine, (session.ref(input), None if weight is None else session.ref(weight),
                                      None if bias is None else session.ref(bias), session.ref(mean),
-                                     session.ref(invstd), out.dtype), {}, out)
+                                     session.ref(invstd), out.dtype), {}, out, fresh=True)
             session.register(out, recipe)
             if session.depth == 0:
                 session.resolve()

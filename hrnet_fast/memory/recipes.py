@@ -37,9 +37,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import weakref
+
 import torch
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
 _DOUBLE_BACKWARD = ("hrnet_fast memory='lean' / 'checkpoint': the activations saved for backward are recomputed "
                     "without an autograd graph, so they cannot be differentiated again (create_graph=True, "
@@ -61,15 +62,23 @@ def _modified(version: int, now: int) -> RuntimeError:
 
 
 class Kept:
-    """A real tensor kept for backward, through the outer hooks if any."""
-    __slots__ = ("packed", "version", "unpack")
+    """A real tensor kept for backward, through the outer hooks if any.
+    `next`: the same tensor kept at another version."""
+    __slots__ = ("packed", "version", "unpack", "source", "next")
 
     def __init__(self, t: Tensor, outer: Optional[Tuple[Callable, Callable]], version: int):
-        self.version = version
+        self.version, self.next = version, None
         if outer is None:
-            self.packed, self.unpack = t, None
+            self.packed, self.unpack, self.source = t, None, None
         else:
-            self.packed, self.unpack = outer[0](t), outer[1]
+            # the outer hooks may let `t` go (to the CPU, to disk): known
+            # by a weak reference, so its id is not taken for another's
+            self.packed, self.unpack, self.source = outer[0](t), outer[1], weakref.ref(t)
+
+    def holds(self, t: Tensor, version: Optional[int] = None) -> bool:
+        """Whether this keeps `t` (at `version`, any if None)."""
+        same = self.packed is t if self.source is None else self.source() is t
+        return same and (version is None or version == self.version)
 
     def value(self) -> Tensor:
         if self.unpack is not None:
@@ -110,11 +119,20 @@ def _leaves(value: Any, out: List[Any]) -> List[Any]:
 class Recipe:
     """`fn(*args, **kwargs)` recomputes a saved value. Tensor arguments are
     other Recipes or `Session.ref`s; `like` is the value as the forward
-    computed it (its dtype is what a recomputation gives)."""
-    __slots__ = ("fn", "args", "kwargs", "dtype", "autocast", "kept", "pending", "memo", "depth")
+    computed it (its dtype is what a recomputation gives).
 
-    def __init__(self, fn: Callable[..., Tensor], args: tuple, kwargs: Dict[str, Any], like: Tensor):
+    `into(first, *args, **kwargs)`, when given, computes the same value
+    writing over its first argument: it is used when that argument is a
+    recipe's freshly computed value (`fresh`: fn never returns an alias of
+    what it reads) that nothing else will read again, so a recomputed
+    BatchNorm -> add -> ReLU chain allocates one tensor, not three."""
+    __slots__ = ("fn", "args", "kwargs", "dtype", "autocast", "kept", "pending", "memo", "depth", "into", "fresh",
+                 "version")
+
+    def __init__(self, fn: Callable[..., Tensor], args: tuple, kwargs: Dict[str, Any], like: Tensor,
+                 into: Optional[Callable[..., Tensor]] = None, fresh: bool = False):
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.into, self.fresh = into, fresh
         # How many recipes deep its recomputation goes (Session.register).
         self.depth = 1 + max((leaf.depth for leaf in _leaves((args, tuple(kwargs.values())), [])
                               if isinstance(leaf, Recipe)), default=0)
@@ -125,6 +143,7 @@ class Recipe:
         self.kept = False   # raw arguments turned into Kept: the recipe is packed
         self.pending = 0    # uses not yet done: direct unpacks and recipes built on it
         self.memo: Optional[Tensor] = None
+        self.version = -1   # of the tensor it recomputes (Session.register)
 
     def keep(self, session: "Session") -> bool:
         """Keeps what this recipe reads (once), counting itself as used by
@@ -153,16 +172,29 @@ class Recipe:
 
     def value(self) -> Tensor:
         if self.memo is None:
-            args = _map(self.args, _value)
+            fn, args = self.fn, self.args
+            first = args[0] if args else None
+            if self.into is not None and isinstance(first, Recipe) and first.fresh and first.pending == 1:
+                # the last read of `first`: its value becomes this one's
+                fn, args = self.into, (first.take(), *_map(args[1:], _value))
+            else:
+                args = _map(args, _value)
             kwargs = {k: _map(v, _value) for k, v in self.kwargs.items()}
             with torch.no_grad():
                 if self.autocast is not None:
                     with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
-                        out = self.fn(*args, **kwargs)
+                        out = fn(*args, **kwargs)
                 else:
-                    out = self.fn(*args, **kwargs)
+                    out = fn(*args, **kwargs)
             self.memo = out if out.dtype == self.dtype else out.to(self.dtype)
         return self.memo
+
+    def take(self) -> Tensor:
+        """The value, handed over to its last reader (which may write over
+        it): no longer held here."""
+        out = self.value()
+        self.memo = None
+        return out
 
     def release(self) -> None:
         """One use is done; the last drops the value and releases what it
@@ -198,6 +230,12 @@ def _unpack(packed: Any) -> Tensor:
     return value
 
 
+class _Entry(weakref.ref):
+    """A recipe's entry in Session.recipes: a weak reference to the tensor
+    it recomputes (the entry goes with the tensor)."""
+    __slots__ = ("key", "recipe")
+
+
 class Session:
     """The saved-tensor hooks of one lean forward and its recipes
     (see the module doc). `depth` counts the ops running now (the lean mode
@@ -205,11 +243,17 @@ class Session:
     outermost returns."""
 
     def __init__(self) -> None:
-        self.recipes = WeakIdKeyDictionary()  # tensor -> (version, recipe)
-        self.kept: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> {version: Kept}
+        # Plain dicts by id(): a forward looks up thousands of times, and
+        # each object made here lives until backward, so few and cheap
+        # ones (torch.utils.weak.WeakIdKeyDictionary makes a key object per
+        # lookup and three per entry: enough to trigger the interpreter's
+        # full garbage collections every few steps).
+        self.recipes: Dict[int, _Entry] = {}  # id(tensor) -> its recipe
+        self.kept: Dict[int, Kept] = {}  # id(tensor) -> Kept, its other versions chained
         self.deferred: List[_Deferred] = []
         self.depth = 0
         self.outer: Optional[Tuple[Callable, Callable]] = None
+        self._forget = self._drop
 
     def __enter__(self) -> "Session":
         self.outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
@@ -219,19 +263,27 @@ class Session:
     def __exit__(self, *exc) -> None:
         torch._C._autograd._pop_saved_tensors_default_hooks()
         self.resolve()
-        self.recipes = WeakIdKeyDictionary()
-        self.kept = WeakIdKeyDictionary()
+        self.recipes = {}
+        self.kept = {}
+        self._forget = None
+
+    def _drop(self, entry: _Entry) -> None:
+        if self.recipes.get(entry.key) is entry:
+            del self.recipes[entry.key]
+
+    def _recipe(self, t: Tensor, version: int) -> Optional["Recipe"]:
+        entry = self.recipes.get(id(t))
+        if entry is not None and entry() is t and entry.recipe.version == version:
+            return entry.recipe
+        return None
 
     # -- forward side -------------------------------------------------------
 
     def ref(self, t: Tensor, version: Optional[int] = None) -> Any:
         """What a recipe reads for tensor `t` (at `version`, default now):
         its own recipe, or the tensor itself, kept if the recipe is packed."""
-        version = t._version if version is None else version
-        hit = self.recipes.get(t)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        return _Raw(t)
+        recipe = self._recipe(t, t._version if version is None else version)
+        return _Raw(t) if recipe is None else recipe
 
     def register(self, t: Tensor, recipe: Recipe) -> None:
         """From now on `t` (at its current version) is packed as `recipe`,
@@ -242,32 +294,39 @@ class Session:
         first unpack in backward would recompute (and hold) nearly every
         activation at once: eager's peak again."""
         if recipe.depth <= MAX_DEPTH:
-            self.recipes[t] = (t._version, recipe)
+            recipe.version = t._version
+            entry = _Entry(t, self._forget)
+            entry.key, entry.recipe = id(t), recipe
+            self.recipes[entry.key] = entry
 
     def keep(self, t: Tensor, version: int) -> Kept:
         """`t` kept for backward, once per version."""
-        versions = self.kept.get(t)
-        if versions is None:
-            versions = self.kept[t] = {}
-        kept = versions.get(version)
+        first = kept = self.kept.get(id(t))
+        while kept is not None and not kept.holds(t, version):
+            kept = kept.next
         if kept is None:
-            kept = versions[version] = Kept(t, self.outer, version)
+            kept = Kept(t, self.outer, version)
+            if first is not None and first.holds(t):
+                kept.next = first
+            self.kept[id(t)] = kept
         return kept
 
     # -- the hooks ----------------------------------------------------------
 
     def _packed(self, t: Tensor, version: int) -> Any:
-        hit = self.recipes.get(t)
-        if hit is not None and hit[0] == version and hit[1].keep(self):
-            hit[1].pending += 1
-            return hit[1]
+        recipe = self._recipe(t, version)
+        if recipe is not None and recipe.keep(self):
+            recipe.pending += 1
+            return recipe
         return None
 
     def pack(self, t: Tensor) -> Any:
         found = self._packed(t, t._version)
         if found is not None:
             return found
-        if self.depth > 0:
+        if self.depth > 0 and not t.is_leaf:
+            # possibly the running op's output, whose recipe comes when it
+            # returns (a parameter, a buffer or a statistic never has one)
             d = _Deferred(t)
             self.deferred.append(d)
             return d
