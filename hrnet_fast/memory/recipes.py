@@ -126,20 +126,21 @@ class Recipe:
     recipe's freshly computed value (`fresh`: fn never returns an alias of
     what it reads) that nothing else will read again, so a recomputed
     BatchNorm -> add -> ReLU chain allocates one tensor, not three."""
-    __slots__ = ("fn", "args", "kwargs", "dtype", "autocast", "kept", "pending", "memo", "depth", "into", "fresh",
-                 "version")
+    __slots__ = ("fn", "args", "kwargs", "dtype", "autocast", "kept", "pending", "memo", "deps", "depth", "into",
+                 "fresh", "version")
 
     def __init__(self, fn: Callable[..., Tensor], args: tuple, kwargs: Dict[str, Any], like: Tensor,
                  into: Optional[Callable[..., Tensor]] = None, fresh: bool = False):
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.into, self.fresh = into, fresh
-        # How many recipes deep its recomputation goes (Session.register).
-        self.depth = 1 + max((leaf.depth for leaf in _leaves((args, tuple(kwargs.values())), [])
-                              if isinstance(leaf, Recipe)), default=0)
+        # The recipes it reads, and how many recipes deep its recomputation
+        # goes (Session.register).
+        self.deps = tuple(leaf for leaf in _leaves((args, tuple(kwargs.values())), []) if isinstance(leaf, Recipe))
+        self.depth = 1 + max((d.depth for d in self.deps), default=0)
         self.dtype = like.dtype
         device = like.device.type
         self.autocast = (device, torch.get_autocast_dtype(device)) if (
-            torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)) else None
+            torch._C._is_autocast_available(device) and torch.is_autocast_enabled(device)) else None
         self.kept = False   # raw arguments turned into Kept: the recipe is packed
         self.pending = 0    # uses not yet done: direct unpacks and recipes built on it
         self.memo: Optional[Tensor] = None
@@ -161,16 +162,17 @@ class Recipe:
         def kept(v):
             if isinstance(v, _Raw):
                 return session.keep(v.tensor, v.version)
-            if isinstance(v, Recipe):
-                v.pending += 1
             return v
 
         self.args = _map(self.args, kept)
         self.kwargs = {k: _map(v, kept) for k, v in self.kwargs.items()}
+        for d in self.deps:
+            d.pending += 1
         self.kept = True
         return True
 
     def value(self) -> Tensor:
+        """The recomputed value (grad mode is off: `_unpack`)."""
         if self.memo is None:
             fn, args = self.fn, self.args
             first = args[0] if args else None
@@ -180,12 +182,11 @@ class Recipe:
             else:
                 args = _map(args, _value)
             kwargs = {k: _map(v, _value) for k, v in self.kwargs.items()}
-            with torch.no_grad():
-                if self.autocast is not None:
-                    with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
-                        out = fn(*args, **kwargs)
-                else:
+            if self.autocast is not None:
+                with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
                     out = fn(*args, **kwargs)
+            else:
+                out = fn(*args, **kwargs)
             self.memo = out if out.dtype == self.dtype else out.to(self.dtype)
         return self.memo
 
@@ -202,9 +203,8 @@ class Recipe:
         self.pending -= 1
         if self.pending == 0:
             self.memo = None
-            for leaf in _leaves((self.args, tuple(self.kwargs.values())), []):
-                if isinstance(leaf, Recipe):
-                    leaf.release()
+            for d in self.deps:
+                d.release()
 
 
 def _value(v: Any) -> Any:
@@ -321,12 +321,15 @@ class Session:
         return None
 
     def pack(self, t: Tensor) -> Any:
+        if t.is_leaf:
+            # a parameter, an input, a buffer or a statistic: never recomputed
+            return self.keep(t, t._version)
         found = self._packed(t, t._version)
         if found is not None:
             return found
-        if self.depth > 0 and not t.is_leaf:
+        if self.depth > 0:
             # possibly the running op's output, whose recipe comes when it
-            # returns (a parameter, a buffer or a statistic never has one)
+            # returns
             d = _Deferred(t)
             self.deferred.append(d)
             return d
