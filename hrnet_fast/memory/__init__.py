@@ -9,9 +9,10 @@ running statistics: `hrnet_fast.convert(model, memory=...)`.
                          it came from (recipes.py) -- one full-size tensor
                          per conv -> BN -> ReLU unit instead of two, and no
                          convolution runs twice
-    memory="checkpoint"  lean, and every HRNet module, layer1 and each
-                         transition keeps only its inputs and runs again in
-                         backward with its BatchNorms exact (checkpoint.py)
+    memory="checkpoint"  lean, and every HRNet module but the last, layer1
+                         and each transition keeps only its inputs and runs
+                         again in backward with its BatchNorms exact
+                         (checkpoint.py)
 
 Both act while a forward records a graph (grad mode on) and stand aside
 under torch.compile, torch.jit.trace and torch.export, which see the plain
@@ -128,7 +129,12 @@ def install(model: nn.Module, hosts: List[nn.Module], memory: Optional[str]) -> 
     if memory is None:
         return
     if memory == "checkpoint":
+        # The last HRNet module runs lean, not again: its backward comes
+        # first, right after the forward, so its activations are there at
+        # the step's peak either way (a recomputation would hold eager's).
         for region in _regions(model, hosts):
+            if region is hosts[-1]:
+                continue
             region.forward = RegionForward(region, region.__dict__.get("forward"))
     model.forward = MemoryForward(model, model.__dict__.get("forward"))
 
