@@ -46,13 +46,15 @@ from .recipes import Recipe, Session
 
 def affine(c: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor, invstd: Tensor,
            dtype: torch.dtype) -> Tensor:
-    """A BatchNorm's output from its input and statistics, as ATen's kernel
-    computes it: alpha = invstd * weight, beta = bias - mean * alpha in the
-    statistics' precision, then c * alpha + beta."""
+    """A BatchNorm's output from its input and statistics, by ATen's
+    kernel's formula: alpha = invstd * weight, beta = bias - mean * alpha in
+    the statistics' precision, then c * alpha + beta (within a rounding of
+    the kernel's output: neither it nor a multiply and an add match it to
+    the bit)."""
     alpha = invstd if weight is None else invstd * weight.to(invstd.dtype)
     beta = -mean * alpha if bias is None else bias.to(invstd.dtype) - mean * alpha
     shape = (1, -1) + (1,) * (c.dim() - 2)
-    # one pass, c * alpha + beta rounded as the two ops round it
+    # one pass over c, not a multiply and then an add
     return torch.addcmul(beta.view(shape), c.to(alpha.dtype), alpha.view(shape)).to(dtype)
 
 
