@@ -18,6 +18,8 @@
 #              rows with conv terms; profiler kernel time and launches, CUDA-graph replay, host time
 #   models     hrnet-fast bench: W48 seg 1x3x1024x2048 and W32 pose 1x3x256x192 and 32x3x256x192,
 #              bf16 channels_last, eager / fused / optimized
+#   memory     hrnet-fast memory: W48 seg 2x3x512x1024 bf16 autocast channels_last, eager / fused /
+#              lean / checkpoint: saved bytes, peak, step time, largest batch, gradient error
 #   then, with GPU_CHECK_FULL=1 or while time is left: sanitizer (compute-sanitizer memcheck),
 #   compile_max (the models against torch.compile(mode="max-autotune"), minutes of compiling),
 #   cpu_tests
@@ -208,12 +210,17 @@ run_step exchange 60 45 0 "$PY benchmarks/exchange_gpu.py --json '$REPORT/exchan
 
 # --- whole models (issue 15) ------------------------------------------------------
 BENCH="$PY -m hrnet_fast bench --device cuda --no-progress --dtype bfloat16 --channels-last"
-run_step models 45 0 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
+run_step models 45 50 0 "$BENCH --model w48 --head seg --size 1024x2048 --batch 1 --iters 20 \
         --variants eager,fused,optimized --time-budget 14 --json '$AUX/bench_w48_seg.json' && \
     $BENCH --model w32 --head pose --size 256x192 --batch 1 --iters 30 --variants eager,fused,optimized \
         --time-budget 10 --json '$AUX/bench_w32_pose_b1.json' && \
     $BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 20 --variants eager,fused,optimized \
         --time-budget 10 --json '$AUX/bench_w32_pose_b32.json'"
+
+# --- training memory (issue 22) ---------------------------------------------------
+run_step memory 50 0 0 "$PY -m hrnet_fast memory --device cuda --model w48-seg --size 512x1024 --batch 2 \
+    --autocast bfloat16 --channels-last --variants eager,fused,lean,checkpoint --rounds 5 \
+    --json '$AUX/memory_w48_seg.json'"
 
 # --- optional, with GPU_CHECK_FULL=1 or while time is left ---------------------
 run_step sanitizer 120 0 1 "$PY -m pytest tests/gpu -q -p no:cacheprovider -rfEs -k compute_sanitizer"
@@ -221,7 +228,9 @@ if [ "$FULL" = 1 ]; then
     run_step compile_max 400 0 1 "$BENCH --model w32 --head pose --size 256x192 --batch 32 --iters 20 \
             --variants eager,optimized,compile[max-autotune] --json '$AUX/bench_compile_w32_pose_b32.json'; \
         $PY benchmarks/exchange_gpu.py --sections rows --compile-mode max-autotune \
-            --json '$AUX/exchange_rows_max_autotune.json'"
+            --json '$AUX/exchange_rows_max_autotune.json'; \
+        $PY -m hrnet_fast memory --device cuda --model w48-seg --size 512x1024 --batch 2 --autocast bfloat16 \
+            --channels-last --variants eager,lean,checkpoint,compile --json '$AUX/memory_w48_seg_compile.json'"
     run_step cpu_tests 120 0 1 "$PY -m pytest tests -q -x -p no:cacheprovider --ignore=tests/gpu"
 fi
 

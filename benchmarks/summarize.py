@@ -9,6 +9,7 @@ step leaves a gap, which the summary names):
     bandwidth.json     benchmarks/bandwidth.py
     bench_*.json       hrnet-fast bench --json
     exchange_gpu.json  benchmarks/exchange_gpu.py --json
+    memory_*.json      hrnet-fast memory --json
 """
 from __future__ import annotations
 
@@ -136,7 +137,23 @@ def summarize(report_dir: str) -> str:
             out += [f"- {line}" for line in reporting.failures(rep)]
     out += ["", "## The exchange op and the rows with conv terms", ""]
     out += exchange_section(_load(_find(report_dir, "exchange_gpu.json")))
+    out += ["", "## Training memory (hrnet-fast memory)", ""]
+    out += memory_section(sorted(glob.glob(os.path.join(report_dir, "memory_*.json")))
+                          + sorted(glob.glob(os.path.join(report_dir, "aux", "memory_*.json"))))
     return "\n".join(out) + "\n"
+
+
+def memory_section(paths: List[str]) -> List[str]:
+    """Each `hrnet-fast memory --json` report as its table."""
+    from hrnet_fast.bench.training_memory import table
+
+    if not paths:
+        return ["No training-memory results (step failed, was skipped or timed out)."]
+    out: List[str] = []
+    for path in paths:
+        doc = _load(path)
+        out += [table(doc) if doc else f"{os.path.basename(path)}: unreadable", ""]
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -37,3 +37,18 @@ def test_exchange_script_smoke_and_summary(tmp_path):
     (tmp_path / "steps.tsv").write_text("step\tstatus\tseconds\nbuild\tok\t1\nexchange\tok\t2\n")
     text = summarize.summarize(str(tmp_path))
     assert "all steps ok" in text and "| w48-seg-s4-b0-n1 | nearest | for |" in text and "tail[cpu]" in text
+
+
+def test_memory_report_in_the_summary(tmp_path):
+    # The memory step's JSON (here from a small CPU run) becomes a table.
+    aux = tmp_path / "aux"
+    aux.mkdir()
+    out = aux / "memory_w18_small.json"
+    r = subprocess.run([sys.executable, "-m", "hrnet_fast", "memory", "--model", "w18_small_v1-pose", "--size",
+                        "64x64", "--batch", "2", "--rounds", "1", "--variants", "eager,lean", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = summarize.summarize(str(tmp_path))
+    section = text.split("## Training memory (hrnet-fast memory)")[1]
+    assert "w18_small_v1-pose 2x3x64x64" in section and "| lean |" in section, section
+    assert "No training-memory results" in summarize.summarize(str(tmp_path / "none"))
