@@ -366,3 +366,16 @@ def test_lean_recomputes_a_unit_in_one_tensor():
     assert ops.seen.count("addcmul") == 1 and ops.seen.count("add_") == 1 and ops.seen.count("relu_") == 1, ops.seen
     assert "relu" not in ops.seen and "clamp_min" not in ops.seen, ops.seen
     _assert_grads(ref, lean, 1e-10, x, x2)
+
+
+@pytest.mark.parametrize("memory", MEMORY)
+def test_backward_twice_with_retain_graph(memory):
+    # A retained graph unpacks every saved value again: the recomputation
+    # (which writes over values only it reads) gives the same gradients.
+    torch.manual_seed(0)
+    model = hrnet_fast.convert(randomize_bn(_own("pose")).double(), memory=memory)
+    loss = loss_of(model(torch.randn(2, 3, 64, 64, dtype=torch.float64)))
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in model.parameters()]
+    loss.backward()
+    assert all(torch.equal(p.grad, 2 * g) for p, g in zip(model.parameters(), first))

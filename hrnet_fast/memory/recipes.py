@@ -176,8 +176,10 @@ class Recipe:
         if self.memo is None:
             fn, args = self.fn, self.args
             first = args[0] if args else None
-            if self.into is not None and isinstance(first, Recipe) and first.fresh and first.pending == 1:
-                # the last read of `first`: its value becomes this one's
+            if (self.into is not None and isinstance(first, Recipe) and first.fresh and first.pending == 1
+                    and first.memo is None):
+                # the only read of `first` (no value of it handed out
+                # before): its value becomes this one's
                 fn, args = self.into, (first.take(), *_map(args[1:], _value))
             else:
                 args = _map(args, _value)
