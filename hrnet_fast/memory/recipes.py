@@ -100,19 +100,33 @@ class _Raw:
         self.tensor, self.version = t, t._version
 
 
+_SEQUENCE = (list, tuple)
+
+
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map(v, fn) for v in value)
+    if isinstance(value, _SEQUENCE):
+        return type(value)([_map(v, fn) if isinstance(v, _SEQUENCE) else fn(v) for v in value])
     return fn(value)
 
 
 def _leaves(value: Any, out: List[Any]) -> List[Any]:
-    if isinstance(value, (list, tuple)):
+    """The non-sequence items of `value`, nested lists and tuples opened,
+    appended to `out`."""
+    if isinstance(value, _SEQUENCE):
         for v in value:
-            _leaves(v, out)
+            if isinstance(v, _SEQUENCE):
+                _leaves(v, out)
+            else:
+                out.append(v)
     else:
         out.append(value)
     return out
+
+
+def _arguments(args: tuple, kwargs: Dict[str, Any]) -> List[Any]:
+    """The leaves of a call's positional and keyword arguments."""
+    out = _leaves(args, [])
+    return _leaves(tuple(kwargs.values()), out) if kwargs else out
 
 
 class Recipe:
@@ -134,7 +148,7 @@ class Recipe:
         self.into, self.fresh = into, fresh
         # The recipes it reads, and how many recipes deep its recomputation
         # goes (Session.register).
-        self.deps = tuple(leaf for leaf in _leaves((args, tuple(kwargs.values())), []) if isinstance(leaf, Recipe))
+        self.deps = tuple(leaf for leaf in _arguments(args, kwargs) if isinstance(leaf, Recipe))
         self.depth = 1 + max((d.depth for d in self.deps), default=0)
         self.dtype = like.dtype
         device = like.device.type
@@ -151,8 +165,7 @@ class Recipe:
         place since (it cannot be recomputed)."""
         if self.kept:
             return True
-        leaves = _leaves((self.args, tuple(self.kwargs.values())), [])
-        for leaf in leaves:
+        for leaf in _arguments(self.args, self.kwargs):
             if isinstance(leaf, _Raw) and leaf.tensor._version != leaf.version:
                 return False
             if isinstance(leaf, Recipe) and not leaf.keep(session):
@@ -164,7 +177,8 @@ class Recipe:
             return v
 
         self.args = _map(self.args, kept)
-        self.kwargs = {k: _map(v, kept) for k, v in self.kwargs.items()}
+        if self.kwargs:
+            self.kwargs = {k: _map(v, kept) for k, v in self.kwargs.items()}
         for d in self.deps:
             d.pending += 1
         self.kept = True
@@ -182,7 +196,7 @@ class Recipe:
                 fn, args = self.into, (first.take(), *_map(args[1:], _value))
             else:
                 args = _map(args, _value)
-            kwargs = {k: _map(v, _value) for k, v in self.kwargs.items()}
+            kwargs = {k: _map(v, _value) for k, v in self.kwargs.items()} if self.kwargs else {}
             if self.autocast is not None:
                 with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
                     out = fn(*args, **kwargs)
