@@ -149,6 +149,8 @@ def memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run `hrnet-fast memory`; return the exit status."""
     import json
 
+    import torch
+
     from .bench import training_memory
     from .bench.runner import check_device
 
@@ -170,7 +172,7 @@ def memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     quiet_toolkit_notice()
     report = training_memory.run(args.model, args.size, args.batch, variants, args.rounds, args.device,
                                  args.budget_mib, log=lambda s: print(f"hrnet-fast memory: {s}", file=sys.stderr),
-                                 autocast=getattr(training_memory.torch, args.autocast) if args.autocast else None,
+                                 autocast=getattr(torch, args.autocast) if args.autocast else None,
                                  channels_last=args.channels_last)
     print(training_memory.table(report))
     if args.json:
